@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= runs/demo
+DEMO_ARGS ?= --model vgg11 --width 0.5 --dataset fashion-mnist --subset 20000 --epochs 8 --batch-size 128 \
+             --lr 0.05 --seed 0 --no-progress
+
+.PHONY: install install-dev data demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+data:
+	bash scripts/get-fashion-mnist.sh $(BIN)/python
+
+demo: install data
+	$(BIN)/adprune train $(DEMO_ARGS) --prune none --out $(DEMO_DIR)/dense --overwrite
+	$(BIN)/adprune train $(DEMO_ARGS) --prune adp --out $(DEMO_DIR)/adp --overwrite
+	$(BIN)/adprune compare $(DEMO_DIR)/dense $(DEMO_DIR)/adp \
+		--title "Fashion-MNIST, VGG-11 at width 0.5, first 20000 training samples, 8 epochs, CPU; dense vs ADP"
+
+lint: install-dev
+	$(BIN)/ruff check src tests bench examples
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""Side-by-side table of finished runs, with every cost as a ratio to the first run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .rundir import SUMMARY_FILE, read_json
+
+
+def _human(value: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def load_summaries(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The `summary.json` of each run, with its directory under the key 'run'."""
+    return [{**read_json(Path(d) / SUMMARY_FILE), "run": str(d)} for d in run_dirs]
+
+
+def comparison_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: accuracy, costs, and each cost's reduction factor against the first run.
+
+    A factor is `first / this`, so 4.0 means four times fewer; accuracy is compared as a difference
+    in percentage points.
+    """
+    base = summaries[0]
+    rows = []
+    for s in summaries:
+        wall = sum(s["wall_s"].values())
+        base_wall = sum(base["wall_s"].values())
+        rows.append({
+            "run": s["run"], "test_acc": s["test_acc"], "acc_delta_pts": 100 * (s["test_acc"] - base["test_acc"]),
+            "params": s["params"], "params_x": base["params"] / s["params"],
+            "macs": s["macs"], "macs_x": base["macs"] / s["macs"],
+            "train_flops": s["train_flops_total"], "train_flops_x": base["train_flops_total"] / s["train_flops_total"],
+            "wall_s": wall, "wall_x": base_wall / wall if wall else float("nan"),
+            "energy_j": s.get("energy_j"),
+        })
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    """A fixed-width text table of `comparison_rows` output."""
+    header = ("run", "test acc", "Δ acc", "params", "x", "MACs", "x", "train FLOPs", "x", "wall s", "x", "energy J")
+    lines = [[
+        Path(r["run"]).name, f"{100 * r['test_acc']:.2f}%", f"{r['acc_delta_pts']:+.2f}",
+        _human(r["params"]), f"{r['params_x']:.2f}", _human(r["macs"]), f"{r['macs_x']:.2f}",
+        _human(r["train_flops"]), f"{r['train_flops_x']:.2f}", f"{r['wall_s']:.0f}", f"{r['wall_x']:.2f}",
+        "n/a" if r["energy_j"] is None else f"{r['energy_j']:.0f}",
+    ] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:>{w}}}" if i else f"{{:<{w}}}" for i, w in enumerate(widths))
+    out = [title] if title else []
+    out += [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    out.append("x = reduction factor against the first run (higher is cheaper); Δ acc in percentage points.")
+    return "\n".join(out)

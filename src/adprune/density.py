@@ -1,0 +1,123 @@
+"""DensityMonitor: per-channel activation density counted during training forwards.
+
+For every consumer layer (see `groups.py`) a forward pre-hook adds, per input channel, the number of
+positive values and the number of values seen. Counting `> 0` on the consumed tensor equals counting
+non-zeros after ReLU, and equals counting positive pre-activations after GELU, SiLU, Hardswish or
+LeakyReLU, because each of those is positive exactly where its input is. Counts stay on the device;
+nothing is read back to the host until `read()`, once per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .groups import ChannelGroup
+
+
+class _ConsumerCounter:
+    """Positive-value counts per input channel of one layer, accumulated on the layer's device."""
+
+    def __init__(self) -> None:
+        self.positives: torch.Tensor | None = None
+        self.values_per_channel = 0
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> None:
+        if not module.training or not inputs or not torch.is_tensor(inputs[0]):
+            return
+        x = inputs[0].detach()
+        channel_dim = 1 if x.dim() == 4 else x.dim() - 1
+        reduce_dims = tuple(d for d in range(x.dim()) if d != channel_dim)
+        counts = (x > 0).sum(dim=reduce_dims, dtype=torch.int64)
+        if self.positives is None or self.positives.shape != counts.shape:
+            self.positives = counts
+            self.values_per_channel = 0
+        else:
+            self.positives += counts
+        self.values_per_channel += x.numel() // x.shape[channel_dim]
+
+    def reset(self) -> None:
+        self.positives = None
+        self.values_per_channel = 0
+
+
+class DensityMonitor:
+    """Counts activation density for `groups` of `model` while the model trains.
+
+    Only forwards in training mode count. `read()` returns, per group name, the density of each of
+    the group's channels (float64, CPU): positives / values over every consumer since the last
+    `reset()`. Under torch.distributed the counts are summed over all ranks before division, so
+    every rank reads the same densities.
+    """
+
+    def __init__(self, model: nn.Module, groups: Iterable[ChannelGroup]) -> None:
+        self.groups = list(groups)
+        self.samples_seen = 0
+        self._counters: dict[str, _ConsumerCounter] = {}
+        self._handles = [model.register_forward_pre_hook(self._count_samples)]
+        for group in self.groups:
+            for consumer in group.consumers:
+                if consumer.module_name not in self._counters:
+                    counter = _ConsumerCounter()
+                    self._counters[consumer.module_name] = counter
+                    module = model.get_submodule(consumer.module_name)
+                    self._handles.append(module.register_forward_pre_hook(counter))
+
+    def _count_samples(self, module: nn.Module, inputs: tuple) -> None:
+        if module.training and inputs and torch.is_tensor(inputs[0]):
+            self.samples_seen += inputs[0].shape[0]
+
+    def reset(self) -> None:
+        """Forget every count, to start a new window."""
+        self.samples_seen = 0
+        for counter in self._counters.values():
+            counter.reset()
+
+    def detach(self) -> None:
+        """Remove every hook from the model; the monitor counts nothing afterwards."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _gathered_counts(self) -> dict[str, tuple[torch.Tensor, int]]:
+        names = [n for n, c in self._counters.items() if c.positives is not None]
+        if not names:
+            return {}
+        flat = torch.cat([self._counters[n].positives.flatten() for n in names])
+        totals = torch.tensor([self._counters[n].values_per_channel for n in names], device=flat.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flat)
+            dist.all_reduce(totals)
+        flat, totals = flat.cpu(), totals.cpu().tolist()
+        gathered, offset = {}, 0
+        for name, total in zip(names, totals, strict=True):
+            size = self._counters[name].positives.numel()
+            gathered[name] = (flat[offset : offset + size], total)
+            offset += size
+        return gathered
+
+    def read(self) -> dict[str, torch.Tensor]:
+        """Per-channel densities of every group that was seen in a training forward since `reset()`.
+
+        A group with no counted values is absent from the result. Reading syncs with the device
+        once and, under torch.distributed, does one all-reduce: call it once per epoch.
+        """
+        counts = self._gathered_counts()
+        densities = {}
+        for group in self.groups:
+            positives = torch.zeros(group.width, dtype=torch.float64)
+            values = torch.zeros(group.width, dtype=torch.float64)
+            for consumer in group.consumers:
+                if consumer.module_name not in counts:
+                    continue
+                consumer_positives, total = counts[consumer.module_name]
+                input_idxs = torch.tensor(consumer.input_idxs, dtype=torch.long)
+                channel_idxs = torch.tensor(consumer.channel_idxs, dtype=torch.long)
+                positives.index_add_(0, channel_idxs, consumer_positives[input_idxs].double())
+                values.index_add_(0, channel_idxs, torch.full_like(channel_idxs, total, dtype=torch.float64))
+            if bool((values > 0).all()):
+                densities[group.name] = positives / values
+        return densities

@@ -1,0 +1,177 @@
+"""DensityMonitor counts exactly the positive share of what each consumer layer reads."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adprune.density import DensityMonitor
+from adprune.groups import build_graph, find_groups
+
+
+def _monitor(model, example):
+    groups = find_groups(build_graph(model, example))
+    return DensityMonitor(model, groups), {g.name: g for g in groups}
+
+
+def _positive_share(t: torch.Tensor) -> torch.Tensor:
+    dims = [d for d in range(t.dim()) if d != 1]
+    return (t > 0).double().mean(dim=dims)
+
+
+class KnownActivations(nn.Module):
+    """conv1 makes channel 0 = x, channel 1 = -x, channel 2 = 0.5: densities known from x alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 1)
+        self.conv2 = nn.Conv2d(3, 2, 1)
+        self.fc = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.conv1.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(3, 1, 1, 1))
+            self.conv1.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+
+    def forward(self, x):
+        return self.fc(self.conv2(F.relu(self.conv1(x))).flatten(1))
+
+
+def test_known_tensor_gives_known_per_channel_and_layer_density():
+    model = KnownActivations()
+    monitor, groups = _monitor(model, torch.zeros(1, 1, 2, 2))
+    x = torch.tensor([[1.0, -1.0], [0.0, 2.0], [-3.0, -1.0], [4.0, 5.0]]).view(2, 1, 2, 2)
+    model.train()
+    model(x)
+    densities = monitor.read()
+    assert torch.equal(densities["conv1"], torch.tensor([4 / 8, 3 / 8, 1.0], dtype=torch.float64))
+    assert densities["conv1"].mean().item() == pytest.approx((0.5 + 0.375 + 1.0) / 3)
+    assert monitor.samples_seen == 2
+
+
+def test_eval_forwards_do_not_count_and_reset_clears():
+    model = KnownActivations()
+    monitor, _ = _monitor(model, torch.zeros(1, 1, 2, 2))
+    model.eval()
+    model(torch.ones(4, 1, 2, 2))
+    assert monitor.read() == {}
+    model.train()
+    model(torch.ones(4, 1, 2, 2))
+    assert set(monitor.read()) == {"conv1", "conv2"}
+    monitor.reset()
+    assert monitor.read() == {} and monitor.samples_seen == 0
+
+
+def test_counts_accumulate_over_batches():
+    model = KnownActivations()
+    monitor, _ = _monitor(model, torch.zeros(1, 1, 2, 2))
+    model.train()
+    model(torch.ones(1, 1, 2, 2))  # channel 0 all positive, channel 1 none
+    model(-torch.ones(3, 1, 2, 2))  # channel 0 none, channel 1 all
+    assert torch.equal(monitor.read()["conv1"], torch.tensor([0.25, 0.75, 1.0], dtype=torch.float64))
+
+
+class ReusedReLU(nn.Module):
+    """One nn.ReLU instance used twice, as in torchvision's BasicBlock."""
+
+    def __init__(self, functional: bool = False, act: str = "relu"):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 5, 3, padding=1), nn.Conv2d(5, 4, 1)
+        self.relu = nn.ReLU()
+        self.functional, self.act = functional, act
+        self.fc = nn.Linear(4, 3)
+
+    def activate(self, x):
+        if self.act == "gelu":
+            return F.gelu(x)
+        if self.act == "silu":
+            return F.silu(x)
+        if self.act == "leaky":
+            return F.leaky_relu(x, 0.1)
+        return F.relu(x) if self.functional else self.relu(x)
+
+    def forward(self, x):
+        self.pre1 = self.conv1(x)
+        self.pre2 = self.conv2(self.activate(self.pre1))
+        return self.fc(self.conv3(self.activate(self.pre2)).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("functional", "act"), [(False, "relu"), (True, "relu"), (True, "gelu"), (True, "silu"),
+                                                 (True, "leaky")])
+def test_reused_and_functional_activations_count_positive_pre_activations(functional, act):
+    model = ReusedReLU(functional, act)
+    monitor, _ = _monitor(model, torch.zeros(1, 3, 8, 8))
+    model.train()
+    model(torch.randn(4, 3, 8, 8))
+    densities = monitor.read()
+    assert torch.allclose(densities["conv1"], _positive_share(model.pre1), atol=0, rtol=1e-12)
+    assert torch.allclose(densities["conv2"], _positive_share(model.pre2), atol=0, rtol=1e-12)
+    # neither all ones nor all zeros: the sign rule works for smooth activations too
+    assert 0.2 < densities["conv1"].mean() < 0.8
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv_b = nn.Conv2d(4, 6, 3, padding=1)
+        self.skip = nn.Conv2d(3, 6, 1)
+        self.conv_c = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        self.summed = F.relu(self.conv_b(F.relu(self.conv_a(x))) + self.skip(x))
+        return self.conv_c(self.summed).mean((2, 3))
+
+
+def test_residual_coupled_channels_form_one_group_measured_after_the_sum():
+    model = Residual()
+    monitor, groups = _monitor(model, torch.zeros(1, 3, 6, 6))
+    coupled = [g for g in groups.values() if "skip" in g.members]
+    assert len(coupled) == 1 and {"conv_b", "skip"} <= set(coupled[0].members)
+    model.train()
+    model(torch.randn(5, 3, 6, 6))
+    assert torch.allclose(monitor.read()[coupled[0].name], _positive_share(model.summed), rtol=1e-12, atol=0)
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.left, self.right = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 3, 1)
+        self.head = nn.Conv2d(5, 2, 1)
+
+    def forward(self, x):
+        self.joined = F.relu(torch.cat([self.left(x), self.right(x)], 1))
+        return self.head(self.joined).mean((2, 3))
+
+
+def test_concatenated_channels_map_to_their_own_groups():
+    model = Concat()
+    monitor, _ = _monitor(model, torch.zeros(1, 3, 4, 4))
+    model.train()
+    model(torch.randn(6, 3, 4, 4))
+    densities, expected = monitor.read(), _positive_share(model.joined)
+    assert torch.allclose(densities["left"], expected[:2], rtol=1e-12, atol=0)
+    assert torch.allclose(densities["right"], expected[2:], rtol=1e-12, atol=0)
+
+
+class Flattened(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 1)
+        self.fc = nn.Linear(3 * 2 * 2, 2)
+
+    def forward(self, x):
+        self.act = F.relu(self.conv(x))
+        return self.fc(self.act.flatten(1))
+
+
+def test_linear_after_flatten_folds_spatial_features_into_their_channel():
+    model = Flattened()
+    monitor, _ = _monitor(model, torch.zeros(1, 1, 2, 2))
+    model.train()
+    model(torch.randn(7, 1, 2, 2))
+    assert torch.allclose(monitor.read()["conv"], _positive_share(model.act), rtol=1e-12, atol=0)
+
+
+def test_classifier_output_is_not_a_group():
+    model = KnownActivations()
+    _, groups = _monitor(model, torch.zeros(1, 1, 2, 2))
+    assert "fc" not in groups and set(groups) == {"conv1", "conv2"}
