@@ -1,10 +1,10 @@
-"""Shared test settings: deterministic, single-threaded torch so the suite behaves the same everywhere."""
+"""Shared test settings: every test starts from the same torch seed."""
 
 import pytest
 import torch
 
 
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _seeded():
     torch.manual_seed(0)
     yield

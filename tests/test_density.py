@@ -37,7 +37,7 @@ class KnownActivations(nn.Module):
 
 def test_known_tensor_gives_known_per_channel_and_layer_density():
     model = KnownActivations()
-    monitor, groups = _monitor(model, torch.zeros(1, 1, 2, 2))
+    monitor, _ = _monitor(model, torch.zeros(1, 1, 2, 2))
     x = torch.tensor([[1.0, -1.0], [0.0, 2.0], [-3.0, -1.0], [4.0, 5.0]]).view(2, 1, 2, 2)
     model.train()
     model(x)
@@ -74,7 +74,11 @@ class ReusedReLU(nn.Module):
 
     def __init__(self, functional: bool = False, act: str = "relu"):
         super().__init__()
-        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 5, 3, padding=1), nn.Conv2d(5, 4, 1)
+        self.conv1, self.conv2, self.conv3 = (
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.Conv2d(6, 5, 3, padding=1),
+            nn.Conv2d(5, 4, 1),
+        )
         self.relu = nn.ReLU()
         self.functional, self.act = functional, act
         self.fc = nn.Linear(4, 3)
@@ -94,8 +98,9 @@ class ReusedReLU(nn.Module):
         return self.fc(self.conv3(self.activate(self.pre2)).mean((2, 3)))
 
 
-@pytest.mark.parametrize(("functional", "act"), [(False, "relu"), (True, "relu"), (True, "gelu"), (True, "silu"),
-                                                 (True, "leaky")])
+@pytest.mark.parametrize(
+    ("functional", "act"), [(False, "relu"), (True, "relu"), (True, "gelu"), (True, "silu"), (True, "leaky")]
+)
 def test_reused_and_functional_activations_count_positive_pre_activations(functional, act):
     model = ReusedReLU(functional, act)
     monitor, _ = _monitor(model, torch.zeros(1, 3, 8, 8))
@@ -153,21 +158,46 @@ def test_concatenated_channels_map_to_their_own_groups():
 
 
 class Flattened(nn.Module):
+    """Residual-coupled channels read by a linear layer through flatten: features c*4..c*4+3 are channel c."""
+
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(1, 3, 1)
+        self.conv, self.skip = nn.Conv2d(1, 3, 1), nn.Conv2d(1, 3, 1)
         self.fc = nn.Linear(3 * 2 * 2, 2)
 
     def forward(self, x):
-        self.act = F.relu(self.conv(x))
+        self.act = F.relu(self.conv(x) + self.skip(x))
         return self.fc(self.act.flatten(1))
 
 
 def test_linear_after_flatten_folds_spatial_features_into_their_channel():
     model = Flattened()
-    monitor, _ = _monitor(model, torch.zeros(1, 1, 2, 2))
+    monitor, groups = _monitor(model, torch.zeros(1, 1, 2, 2))
+    (group,) = groups.values()
+    assert [(p.module_name, p.reads_output, len(p.tensor_idxs)) for p in group.probes] == [("fc", False, 12)]
     model.train()
     model(torch.randn(7, 1, 2, 2))
+    assert torch.allclose(monitor.read()[group.name], _positive_share(model.act), rtol=1e-12, atol=0)
+
+
+class PooledChain(nn.Module):
+    """conv-BN-ReLU-maxpool-linear: a plain chain is counted before the pooling, at the BN output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        self.act = F.relu(self.bn(self.conv(x)))
+        return self.fc(F.max_pool2d(self.act, 4).flatten(1))
+
+
+def test_plain_chain_is_counted_before_pooling():
+    model = PooledChain()
+    monitor, groups = _monitor(model, torch.zeros(1, 1, 4, 4))
+    assert [(p.module_name, p.reads_output) for p in groups["conv"].probes] == [("bn", True)]
+    model.train()
+    model(torch.randn(6, 1, 4, 4))
     assert torch.allclose(monitor.read()["conv"], _positive_share(model.act), rtol=1e-12, atol=0)
 
 

@@ -6,5 +6,13 @@ from .errors import AdpruneError
 from .plan import ConvergenceTrigger, plan_width, plan_widths
 from .pruner import ADPruner
 
-__all__ = ["ADPruner", "AdpruneError", "ConvergenceTrigger", "DensityMonitor", "load", "plan_width", "plan_widths"]
+__all__ = [
+    "ADPruner",
+    "AdpruneError",
+    "ConvergenceTrigger",
+    "DensityMonitor",
+    "load",
+    "plan_width",
+    "plan_widths",
+]
 __version__ = "0.1.0"

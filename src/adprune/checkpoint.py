@@ -46,7 +46,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def save_model(run_dir: str | Path, model: nn.Module, arch: Mapping[str, Any], widths: Mapping[str, int]) -> None:
+def save_model(
+    run_dir: str | Path, model: nn.Module, arch: Mapping[str, Any], widths: Mapping[str, int]
+) -> None:
     """Write the model's weights and buffers to `model.safetensors` and its architecture to `arch.json`.
 
     `arch` names the model as the registry builds it (keys of `ARCH_KEYS`); `widths` gives every

@@ -20,7 +20,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epoch numbers like 3,6, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epoch numbers like 3,6, got {text!r}"
+        ) from None
 
 
 def _name_list(text: str) -> list[str]:
@@ -31,47 +33,123 @@ def _add_train(sub) -> None:
     from .trainer import TrainConfig
 
     d = TrainConfig(out="")
-    p = sub.add_parser("train", help="train a network, pruning it by activation density", description=(
-        "Train a network and prune it while it trains, guided by activation density. Epochs are numbered "
-        "from 1; a prune happens at the end of an epoch. Writes config.json, metrics.jsonl, summary.json, "
-        "model.safetensors and arch.json to --out."))
+    p = sub.add_parser(
+        "train",
+        help="train a network, pruning it by activation density",
+        description=(
+            "Train a network and prune it while it trains, guided by activation density. Epochs are "
+            "numbered from 1; a prune happens at the end of an epoch. Writes config.json, metrics.jsonl, "
+            "summary.json, "
+            "model.safetensors and arch.json to --out."
+        ),
+    )
     a = p.add_argument
-    a("--model", default=d.model, help="vgg11|vgg13|vgg16|vgg19|resnet18|resnet34, or tv:NAME for a torchvision "
-      "classification model, e.g. tv:resnet50 (default: %(default)s)")
-    a("--width", type=float, default=d.width, help="channel multiplier for our VGG/ResNet (default: %(default)s)")
-    a("--dataset", default=d.dataset, help="fashion-mnist|mnist|cifar10|cifar100|tinyimagenet|imagefolder "
-      "(default: %(default)s)")
-    a("--data-dir", default=d.data_dir, help="folder holding the dataset (default: known places, then "
-      "~/.cache/adprune)")
+    a(
+        "--model",
+        default=d.model,
+        help="vgg11|vgg13|vgg16|vgg19|resnet18|resnet34, or tv:NAME for a torchvision "
+        "classification model, e.g. tv:resnet50 (default: %(default)s)",
+    )
+    a(
+        "--width",
+        type=float,
+        default=d.width,
+        help="channel multiplier for our VGG/ResNet (default: %(default)s)",
+    )
+    a(
+        "--dataset",
+        default=d.dataset,
+        help="fashion-mnist|mnist|cifar10|cifar100|tinyimagenet|imagefolder (default: %(default)s)",
+    )
+    a(
+        "--data-dir",
+        default=d.data_dir,
+        help="folder holding the dataset (default: known places, then ~/.cache/adprune)",
+    )
     a("--download", action="store_true", help="download the dataset with torchvision if it is missing")
     a("--image-size", type=int, default=d.image_size, help="image side for --dataset imagefolder")
     a("--subset", type=int, default=d.subset, help="train on the first N training samples only (quick runs)")
     a("--epochs", type=int, default=d.epochs, help="training budget in epochs (default: %(default)s)")
     a("--batch-size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
-    a("--eval-batch-size", type=int, default=d.eval_batch_size, help="evaluation batch size (default: %(default)s)")
-    a("--lr", type=float, default=d.lr, help="peak learning rate, cosine-annealed to 0 (default: %(default)s)")
-    a("--optimizer", choices=("sgd", "adamw"), default=d.optimizer, help="sgd (Nesterov momentum) or adamw "
-      "(default: %(default)s)")
+    a(
+        "--eval-batch-size",
+        type=int,
+        default=d.eval_batch_size,
+        help="evaluation batch size (default: %(default)s)",
+    )
+    a(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help="peak learning rate, cosine-annealed to 0 (default: %(default)s)",
+    )
+    a(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default=d.optimizer,
+        help="sgd (Nesterov momentum) or adamw (default: %(default)s)",
+    )
     a("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
-    a("--weight-decay", type=float, default=d.weight_decay, help="weight decay on weights, not on biases or norm "
-      "scales (default: %(default)s)")
-    a("--label-smoothing", type=float, default=d.label_smoothing, help="cross-entropy label smoothing "
-      "(default: %(default)s)")
-    a("--prune", choices=("adp", "none"), default=d.prune, help="adp: activation-density pruning; none: dense "
-      "baseline, densities still measured (default: %(default)s)")
-    a("--prune-at", type=_int_list, default=None, help="comma-separated epochs after which to prune, e.g. 3,6; "
-      "default: when the densities converge (--tol, --patience)")
-    a("--tol", type=float, default=d.tol, help="densities converged when every layer moved less than this "
-      "(default: %(default)s)")
+    a(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help="weight decay on weights, not on biases or norm scales (default: %(default)s)",
+    )
+    a(
+        "--label-smoothing",
+        type=float,
+        default=d.label_smoothing,
+        help="cross-entropy label smoothing (default: %(default)s)",
+    )
+    a(
+        "--prune",
+        choices=("adp", "none"),
+        default=d.prune,
+        help="adp: activation-density pruning; none: dense "
+        "baseline, densities still measured (default: %(default)s)",
+    )
+    a(
+        "--prune-at",
+        type=_int_list,
+        default=None,
+        help="comma-separated epochs after which to prune, e.g. 3,6; "
+        "default: when the densities converge (--tol, --patience)",
+    )
+    a(
+        "--tol",
+        type=float,
+        default=d.tol,
+        help="densities converged when every layer moved less than this (default: %(default)s)",
+    )
     a("--patience", type=int, default=d.patience, help="... over this many epochs (default: %(default)s)")
-    a("--min-channels", type=int, default=d.min_channels, help="no layer narrower than this (default: %(default)s)")
-    a("--round-to", type=int, default=d.round_to, help="round widths up to a multiple of this, e.g. 8 "
-      "(default: %(default)s)")
+    a(
+        "--min-channels",
+        type=int,
+        default=d.min_channels,
+        help="no layer narrower than this (default: %(default)s)",
+    )
+    a(
+        "--round-to",
+        type=int,
+        default=d.round_to,
+        help="round widths up to a multiple of this, e.g. 8 (default: %(default)s)",
+    )
     a("--max-prunes", type=int, default=d.max_prunes, help="at most this many prunes (default: %(default)s)")
-    a("--min-reduction", type=float, default=d.min_reduction, help="stop pruning after a prune that removed less "
-      "than this share of the parameters (default: %(default)s)")
-    a("--mode", choices=("inherit", "reinit"), default=d.mode, help="inherit: keep the densest channels and their "
-      "weights; reinit: fresh weights at the new widths (default: %(default)s)")
+    a(
+        "--min-reduction",
+        type=float,
+        default=d.min_reduction,
+        help="stop pruning after a prune that removed less "
+        "than this share of the parameters (default: %(default)s)",
+    )
+    a(
+        "--mode",
+        choices=("inherit", "reinit"),
+        default=d.mode,
+        help="inherit: keep the densest channels and their "
+        "weights; reinit: fresh weights at the new widths (default: %(default)s)",
+    )
     a("--ignore", type=_name_list, default=[], help="comma-separated module names whose output width is kept")
     a("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     a("--device", default=d.device, help="auto|cpu|cuda|cuda:N (default: %(default)s)")
@@ -87,15 +165,22 @@ def _run_train(args: argparse.Namespace) -> int:
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     summary = train(config)
-    print(f"done: test accuracy {100 * summary['test_acc']:.2f}%, params {summary['params']:,} "
-          f"(from {summary['params_initial']:,}), run directory {config.out}")
+    print(
+        f"done: test accuracy {100 * summary['test_acc']:.2f}%, params {summary['params']:,} "
+        f"(from {summary['params_initial']:,}), run directory {config.out}"
+    )
     return 0
 
 
 def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="print finished runs side by side", description=(
-        "Print a table of finished runs: accuracy, parameters, MACs, training FLOPs, wall time, energy, "
-        "each cost as a reduction factor against the first run."))
+    p = sub.add_parser(
+        "compare",
+        help="print finished runs side by side",
+        description=(
+            "Print a table of finished runs: accuracy, parameters, MACs, training FLOPs, wall time, energy, "
+            "each cost as a reduction factor against the first run."
+        ),
+    )
     p.add_argument("runs", nargs="+", help="run directories; the first is the reference")
     p.add_argument("--title", default="", help="a line printed above the table")
     p.set_defaults(run=_run_compare)

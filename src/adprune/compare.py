@@ -32,26 +32,58 @@ def comparison_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     for s in summaries:
         wall = sum(s["wall_s"].values())
         base_wall = sum(base["wall_s"].values())
-        rows.append({
-            "run": s["run"], "test_acc": s["test_acc"], "acc_delta_pts": 100 * (s["test_acc"] - base["test_acc"]),
-            "params": s["params"], "params_x": base["params"] / s["params"],
-            "macs": s["macs"], "macs_x": base["macs"] / s["macs"],
-            "train_flops": s["train_flops_total"], "train_flops_x": base["train_flops_total"] / s["train_flops_total"],
-            "wall_s": wall, "wall_x": base_wall / wall if wall else float("nan"),
-            "energy_j": s.get("energy_j"),
-        })
+        rows.append(
+            {
+                "run": s["run"],
+                "test_acc": s["test_acc"],
+                "acc_delta_pts": 100 * (s["test_acc"] - base["test_acc"]),
+                "params": s["params"],
+                "params_x": base["params"] / s["params"],
+                "macs": s["macs"],
+                "macs_x": base["macs"] / s["macs"],
+                "train_flops": s["train_flops_total"],
+                "train_flops_x": base["train_flops_total"] / s["train_flops_total"],
+                "wall_s": wall,
+                "wall_x": base_wall / wall if wall else float("nan"),
+                "energy_j": s.get("energy_j"),
+            }
+        )
     return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     """A fixed-width text table of `comparison_rows` output."""
-    header = ("run", "test acc", "Δ acc", "params", "x", "MACs", "x", "train FLOPs", "x", "wall s", "x", "energy J")
-    lines = [[
-        Path(r["run"]).name, f"{100 * r['test_acc']:.2f}%", f"{r['acc_delta_pts']:+.2f}",
-        _human(r["params"]), f"{r['params_x']:.2f}", _human(r["macs"]), f"{r['macs_x']:.2f}",
-        _human(r["train_flops"]), f"{r['train_flops_x']:.2f}", f"{r['wall_s']:.0f}", f"{r['wall_x']:.2f}",
-        "n/a" if r["energy_j"] is None else f"{r['energy_j']:.0f}",
-    ] for r in rows]
+    header = (
+        "run",
+        "test acc",
+        "Δ acc",
+        "params",
+        "x",
+        "MACs",
+        "x",
+        "train FLOPs",
+        "x",
+        "wall s",
+        "x",
+        "energy J",
+    )
+    lines = [
+        [
+            Path(r["run"]).name,
+            f"{100 * r['test_acc']:.2f}%",
+            f"{r['acc_delta_pts']:+.2f}",
+            _human(r["params"]),
+            f"{r['params_x']:.2f}",
+            _human(r["macs"]),
+            f"{r['macs_x']:.2f}",
+            _human(r["train_flops"]),
+            f"{r['train_flops_x']:.2f}",
+            f"{r['wall_s']:.0f}",
+            f"{r['wall_x']:.2f}",
+            "n/a" if r["energy_j"] is None else f"{r['energy_j']:.0f}",
+        ]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:>{w}}}" if i else f"{{:<{w}}}" for i, w in enumerate(widths))
     out = [title] if title else []

@@ -1,10 +1,10 @@
 """DensityMonitor: per-channel activation density counted during training forwards.
 
-For every consumer layer (see `groups.py`) a forward pre-hook adds, per input channel, the number of
-positive values and the number of values seen. Counting `> 0` on the consumed tensor equals counting
-non-zeros after ReLU, and equals counting positive pre-activations after GELU, SiLU, Hardswish or
-LeakyReLU, because each of those is positive exactly where its input is. Counts stay on the device;
-nothing is read back to the host until `read()`, once per epoch.
+For every probe of every group (see `groups.py`) a forward hook adds, per channel, the number of
+positive values and the number of values seen. Counting `> 0` equals counting non-zeros after ReLU,
+and equals counting positive pre-activations for GELU, SiLU, Hardswish or LeakyReLU, because each of
+those is positive exactly where its input is. Counts stay on the device; nothing is read back to
+the host until `read()`, once per epoch.
 """
 
 from __future__ import annotations
@@ -18,17 +18,22 @@ from torch import nn
 from .groups import ChannelGroup
 
 
-class _ConsumerCounter:
-    """Positive-value counts per input channel of one layer, accumulated on the layer's device."""
+class _Counter:
+    """Positive-value counts per channel of one module's input or output, kept on its device."""
 
     def __init__(self) -> None:
         self.positives: torch.Tensor | None = None
         self.values_per_channel = 0
 
-    def __call__(self, module: nn.Module, inputs: tuple) -> None:
-        if not module.training or not inputs or not torch.is_tensor(inputs[0]):
-            return
-        x = inputs[0].detach()
+    def count_input(self, module: nn.Module, inputs: tuple) -> None:
+        if module.training and inputs and torch.is_tensor(inputs[0]):
+            self._count(inputs[0].detach())
+
+    def count_output(self, module: nn.Module, inputs: tuple, output) -> None:
+        if module.training and torch.is_tensor(output):
+            self._count(output.detach())
+
+    def _count(self, x: torch.Tensor) -> None:
         channel_dim = 1 if x.dim() == 4 else x.dim() - 1
         reduce_dims = tuple(d for d in range(x.dim()) if d != channel_dim)
         counts = (x > 0).sum(dim=reduce_dims, dtype=torch.int64)
@@ -56,15 +61,19 @@ class DensityMonitor:
     def __init__(self, model: nn.Module, groups: Iterable[ChannelGroup]) -> None:
         self.groups = list(groups)
         self.samples_seen = 0
-        self._counters: dict[str, _ConsumerCounter] = {}
+        self._counters: dict[tuple[str, bool], _Counter] = {}
         self._handles = [model.register_forward_pre_hook(self._count_samples)]
         for group in self.groups:
-            for consumer in group.consumers:
-                if consumer.module_name not in self._counters:
-                    counter = _ConsumerCounter()
-                    self._counters[consumer.module_name] = counter
-                    module = model.get_submodule(consumer.module_name)
-                    self._handles.append(module.register_forward_pre_hook(counter))
+            for probe in group.probes:
+                key = (probe.module_name, probe.reads_output)
+                if key not in self._counters:
+                    counter = self._counters[key] = _Counter()
+                    module = model.get_submodule(probe.module_name)
+                    self._handles.append(
+                        module.register_forward_hook(counter.count_output)
+                        if probe.reads_output
+                        else module.register_forward_pre_hook(counter.count_input)
+                    )
 
     def _count_samples(self, module: nn.Module, inputs: tuple) -> None:
         if module.training and inputs and torch.is_tensor(inputs[0]):
@@ -82,7 +91,7 @@ class DensityMonitor:
             handle.remove()
         self._handles.clear()
 
-    def _gathered_counts(self) -> dict[str, tuple[torch.Tensor, int]]:
+    def _gathered_counts(self) -> dict[tuple[str, bool], tuple[torch.Tensor, int]]:
         names = [n for n, c in self._counters.items() if c.positives is not None]
         if not names:
             return {}
@@ -110,13 +119,14 @@ class DensityMonitor:
         for group in self.groups:
             positives = torch.zeros(group.width, dtype=torch.float64)
             values = torch.zeros(group.width, dtype=torch.float64)
-            for consumer in group.consumers:
-                if consumer.module_name not in counts:
+            for probe in group.probes:
+                key = (probe.module_name, probe.reads_output)
+                if key not in counts:
                     continue
-                consumer_positives, total = counts[consumer.module_name]
-                input_idxs = torch.tensor(consumer.input_idxs, dtype=torch.long)
-                channel_idxs = torch.tensor(consumer.channel_idxs, dtype=torch.long)
-                positives.index_add_(0, channel_idxs, consumer_positives[input_idxs].double())
+                probe_positives, total = counts[key]
+                tensor_idxs = torch.tensor(probe.tensor_idxs, dtype=torch.long)
+                channel_idxs = torch.tensor(probe.channel_idxs, dtype=torch.long)
+                positives.index_add_(0, channel_idxs, probe_positives[tensor_idxs].double())
                 values.index_add_(0, channel_idxs, torch.full_like(channel_idxs, total, dtype=torch.float64))
             if bool((values > 0).all()):
                 densities[group.name] = positives / values

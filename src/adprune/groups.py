@@ -1,10 +1,16 @@
 """Channel groups: the sets of output channels that must keep one width, found by Torch-Pruning.
 
-A group is named after its root layer (the first producing layer Torch-Pruning meets). Besides its
-width it records every *consumer*: a conv or linear layer whose input contains the group's channels,
-with the map from that layer's input indices to the group's channel indices. Densities are counted
-at those inputs, which is exactly "the tensor the next layer consumes" whatever activation, reuse of
-activation modules or residual additions lie between producer and consumer.
+A group is named after its root layer. Besides its width it records its *probes*: the tensors on
+which its activation density is counted, with the map from each tensor's channel indices to the
+group's channel indices.
+
+- A plain chain (one conv or linear layer, optionally one normalisation layer after it) is probed at
+  the chain's output. Counting positives there equals counting non-zeros after the activation that
+  follows, before any pooling blurs them.
+- Any other group (channels summed by residual connections, concatenated, passed through
+  depthwise convs) is probed at the input of every conv or linear layer that consumes it: exactly
+  the tensor the next layer reads, whatever activations (reused modules, functional calls) and
+  additions lie between.
 """
 
 from __future__ import annotations
@@ -19,23 +25,28 @@ from torch import nn
 _CONV = nn.modules.conv._ConvNd
 
 
+_NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
 @dataclass(frozen=True)
-class Consumer:
-    """One layer that reads a group's channels: input index `input_idxs[k]` is group channel `channel_idxs[k]`."""
+class Probe:
+    """A tensor to count: the input (or output) of a module; its channel `tensor_idxs[k]` is group channel
+    `channel_idxs[k]`."""
 
     module_name: str
-    input_idxs: tuple[int, ...]
+    reads_output: bool
+    tensor_idxs: tuple[int, ...]
     channel_idxs: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ChannelGroup:
-    """A prunable set of coupled output channels and the layers that consume them."""
+    """A prunable set of coupled output channels: its layers and the tensors its density is counted on."""
 
     name: str
     width: int
     members: tuple[str, ...]
-    consumers: tuple[Consumer, ...]
+    probes: tuple[Probe, ...]
 
 
 def is_depthwise(module: nn.Module) -> bool:
@@ -63,12 +74,23 @@ def _is_consumer(graph: tp.DependencyGraph, module: nn.Module, handler) -> bool:
     return handler == graph.get_pruner_of_module(module).prune_in_channels
 
 
+def _chain_output(model: nn.Module, members: list[str]) -> str | None:
+    """The last member of a plain conv/linear (+ one norm) chain, or None for any other group."""
+    layers = [n for n in members if isinstance(model.get_submodule(n), _CONV | nn.Linear)]
+    norms = [n for n in members if isinstance(model.get_submodule(n), _NORM)]
+    if len(layers) != 1 or len(norms) > 1 or len(layers) + len(norms) != len(members):
+        return None
+    if is_depthwise(model.get_submodule(layers[0])):
+        return None
+    return norms[0] if norms else layers[0]
+
+
 def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> list[ChannelGroup]:
-    """Every prunable channel group of the traced model, in a deterministic (trace) order.
+    """Every prunable channel group of the traced model, in the order the model registers their roots.
 
     Groups that produce the output of a layer in `ignore` are left out, so ignoring the classifier
-    keeps the number of classes fixed. A group without any consumer is left out too: its channels
-    reach the model output directly and cannot be measured.
+    keeps the number of classes fixed. A group without any consumer layer is left out too: its
+    channels reach the model output directly.
     """
     names = {module: name for name, module in graph.model.named_modules()}
     groups = []
@@ -82,14 +104,21 @@ def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> 
             if graph.is_out_channel_pruning_fn(item.dep.handler) and names[module] not in members:
                 members.append(names[module])
             if _is_consumer(graph, module, item.dep.handler):
-                consumers.append(Consumer(names[module], tuple(item.idxs), tuple(item.root_idxs)))
-        if consumers:
-            width = graph.get_out_channels(root)
-            groups.append(ChannelGroup(names[root], width, tuple(members), tuple(consumers)))
-    return groups
+                consumers.append(Probe(names[module], False, tuple(item.idxs), tuple(item.root_idxs)))
+        if not consumers:
+            continue
+        width = graph.get_out_channels(root)
+        chain_end = _chain_output(graph.model, members)
+        if chain_end is not None:
+            consumers = [Probe(chain_end, True, tuple(range(width)), tuple(range(width)))]
+        groups.append(ChannelGroup(names[root], width, tuple(members), tuple(consumers)))
+    order = {name: i for i, name in enumerate(names.values())}
+    return sorted(groups, key=lambda g: order[g.name])
 
 
-def group_handle(graph: tp.DependencyGraph, group: ChannelGroup, remove: Sequence[int]) -> tp.dependency.Group:
+def group_handle(
+    graph: tp.DependencyGraph, group: ChannelGroup, remove: Sequence[int]
+) -> tp.dependency.Group:
     """The Torch-Pruning group that removes channels `remove` of `group` from every coupled layer."""
     root = graph.model.get_submodule(group.name)
     pruner = graph.get_pruner_of_module(root)

@@ -160,7 +160,9 @@ class ADPruner:
 
     def planned_widths(self) -> dict[str, int]:
         """The widths the latest densities ask for (the current width where no density was read)."""
-        return plan_widths(self.densities, self.widths, min_channels=self.min_channels, round_to=self.round_to)
+        return plan_widths(
+            self.densities, self.widths, min_channels=self.min_channels, round_to=self.round_to
+        )
 
     def _prune(self, epoch: int) -> PruneEvent | None:
         before, planned = self.widths, self.planned_widths()
@@ -174,7 +176,9 @@ class ADPruner:
         }
         params_before = count_parameters(self.model)
         self.monitor.detach()
-        prune_groups(self.model, self.graph, self.groups, remove, self.optimizer, reinit=self.mode == "reinit")
+        prune_groups(
+            self.model, self.graph, self.groups, remove, self.optimizer, reinit=self.mode == "reinit"
+        )
         self.groups = find_groups(self.graph, self.ignore)
         self.monitor = DensityMonitor(self.model, self.groups)
         self.trigger.reset()

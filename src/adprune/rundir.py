@@ -32,7 +32,9 @@ def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise AdpruneError(f"cannot write to --out {out} ({exc.strerror}): choose a writable directory") from None
+        raise AdpruneError(
+            f"cannot write to --out {out} ({exc.strerror}): choose a writable directory"
+        ) from None
     if overwrite:
         for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "arch.json"):
             (out / name).unlink(missing_ok=True)

@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,7 +89,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise AdpruneError(f"--device {name!r} is not a device name: use auto, cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdpruneError(f"--device {name} asked for CUDA but no CUDA device is available: use --device cpu")
+        raise AdpruneError(
+            f"--device {name} asked for CUDA but no CUDA device is available: use --device cpu"
+        )
     return device
 
 
@@ -98,7 +99,10 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     """SGD with Nesterov momentum or AdamW, with weight decay off for biases and norm scales."""
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     if config.optimizer == "adamw":
@@ -146,7 +150,8 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     """The one-line summary printed after each epoch."""
     flag = "  PRUNED" if record["pruned"] else ""
     return (
-        f"epoch {record['epoch']}/{epochs}  train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  "
+        f"epoch {record['epoch']}/{epochs}  "
+        f"train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  "
         f"test {100 * record['test_acc']:.2f}%  params {record['params'] / 1e6:.3f}M  "
         f"macs {record['macs'] / 1e6:.1f}M  {record['wall_s']['train']:.0f}s{flag}\n"
         f"  AD {_short(record['density'], '.2f')}\n  widths {_short(record['widths'], 'd')}"
@@ -168,13 +173,19 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     config.validate()
     device = resolve_device(config.device)
     splits = load_dataset(
-        config.dataset, config.data_dir, download=config.download, subset=config.subset,
+        config.dataset,
+        config.data_dir,
+        download=config.download,
+        subset=config.subset,
         image_size=config.image_size,
     )
     torch.manual_seed(config.seed)
     model = build_model(
-        config.model, in_channels=splits.in_channels, num_classes=splits.num_classes,
-        image_size=splits.image_size, width=config.width,
+        config.model,
+        in_channels=splits.in_channels,
+        num_classes=splits.num_classes,
+        image_size=splits.image_size,
+        width=config.width,
     ).to(device)
     for name in config.ignore:
         try:
@@ -186,12 +197,24 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     atomic_write_json(out / CONFIG_FILE, {**dataclasses.asdict(config), "resolved_device": str(device)})
 
     train_loader = BatchLoader(
-        splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
-        std=splits.std, device=device, train=True, augment=splits.augment, seed=config.seed, drop_last=True,
+        splits.train_images,
+        splits.train_labels,
+        batch_size=config.batch_size,
+        mean=splits.mean,
+        std=splits.std,
+        device=device,
+        train=True,
+        augment=splits.augment,
+        seed=config.seed,
+        drop_last=True,
     )
     test_loader = BatchLoader(
-        splits.test_images, splits.test_labels, batch_size=config.eval_batch_size, mean=splits.mean,
-        std=splits.std, device=device,
+        splits.test_images,
+        splits.test_labels,
+        batch_size=config.eval_batch_size,
+        mean=splits.mean,
+        std=splits.std,
+        device=device,
     )
     if len(train_loader) == 0:
         raise AdpruneError(
@@ -200,9 +223,18 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     example = torch.zeros(2, *splits.input_shape, device=device)
     pruner = ADPruner(
-        model, example, optimizer, prune_at=config.prune_at, tol=config.tol, patience=config.patience,
-        min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
-        max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
+        model,
+        example,
+        optimizer,
+        prune_at=config.prune_at,
+        tol=config.tol,
+        patience=config.patience,
+        min_channels=config.min_channels,
+        round_to=config.round_to,
+        mode=config.mode,
+        ignore=config.ignore,
+        max_prunes=config.max_prunes if config.prune == "adp" else 0,
+        min_reduction=config.min_reduction,
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     autocast = device.type == "cuda"
@@ -214,11 +246,18 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         train_loader.set_epoch(epoch)
 
         def progress(batches, epoch=epoch):
-            return tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, file=sys.stderr,
-                        disable=not config.progress or not sys.stderr.isatty())
+            return tqdm(
+                batches,
+                desc=f"epoch {epoch}/{config.epochs}",
+                leave=False,
+                file=sys.stderr,
+                disable=not config.progress or not sys.stderr.isatty(),
+            )
 
         started = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, train_loader, optimizer, loss_fn, device, autocast, progress)
+        train_loss, train_acc = _train_epoch(
+            model, train_loader, optimizer, loss_fn, device, autocast, progress
+        )
         if not math.isfinite(train_loss):
             raise AdpruneError(f"training diverged in epoch {epoch} (loss {train_loss}): lower --lr")
         train_s = time.perf_counter() - started
@@ -234,24 +273,48 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         for key, seconds in wall.items():
             wall_total[key] += seconds
         record = {
-            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-            "test_loss": test_loss, "test_acc": test_acc, "density": density, "widths": widths,
-            "widths_after": pruner.widths, "params": cost.params, "params_after": cost.params_after,
-            "macs": cost.macs, "train_flops": cost.train_flops, "train_flops_total": cost.train_flops_total,
-            "samples": cost.samples, "wall_s": {k: round(v, 4) for k, v in wall.items()},
-            "energy_j": energy.joules(), "lr": optimizer.param_groups[0]["lr"], "pruned": cost.pruned,
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "density": density,
+            "widths": widths,
+            "widths_after": pruner.widths,
+            "params": cost.params,
+            "params_after": cost.params_after,
+            "macs": cost.macs,
+            "train_flops": cost.train_flops,
+            "train_flops_total": cost.train_flops_total,
+            "samples": cost.samples,
+            "wall_s": {k: round(v, 4) for k, v in wall.items()},
+            "energy_j": energy.joules(),
+            "lr": optimizer.param_groups[0]["lr"],
+            "pruned": cost.pruned,
         }
         append_metrics(out, record)
         log(epoch_line(record, config.epochs))
     save_model(out, model, _arch(config, splits), pruner.widths)
     summary = {
-        "model": config.model, "dataset": config.dataset, "prune": config.prune, "mode": config.mode,
-        "epochs": config.epochs, "train_samples": train_loader.num_samples, "test_acc": record["test_acc"],
-        "test_loss": record["test_loss"], "params_initial": pruner.ledger[0].params, "params": record["params"],
-        "macs_initial": pruner.ledger[0].macs, "macs": record["macs"],
-        "train_flops_total": record["train_flops_total"], "wall_s": {k: round(v, 3) for k, v in wall_total.items()},
-        "energy_j": record["energy_j"], "energy_source": energy.source, "device": str(device),
-        "prunes": [dataclasses.asdict(e) for e in pruner.events], "widths": pruner.widths,
+        "model": config.model,
+        "dataset": config.dataset,
+        "prune": config.prune,
+        "mode": config.mode,
+        "epochs": config.epochs,
+        "train_samples": train_loader.num_samples,
+        "test_acc": record["test_acc"],
+        "test_loss": record["test_loss"],
+        "params_initial": pruner.ledger[0].params,
+        "params": record["params"],
+        "macs_initial": pruner.ledger[0].macs,
+        "macs": record["macs"],
+        "train_flops_total": record["train_flops_total"],
+        "wall_s": {k: round(v, 3) for k, v in wall_total.items()},
+        "energy_j": record["energy_j"],
+        "energy_source": energy.source,
+        "device": str(device),
+        "prunes": [dataclasses.asdict(e) for e in pruner.events],
+        "widths": pruner.widths,
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
     return summary

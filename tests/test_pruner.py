@@ -1,0 +1,114 @@
+"""ADPruner end to end on models: exact planned widths, triggers, ledger, and any architecture runs after."""
+
+import pytest
+import torch
+from torch import nn
+
+from adprune import AdpruneError, ADPruner
+from adprune.cost import training_flops_per_sample
+from adprune.models import build_model
+
+
+def _set_live_channels(model: nn.Module, live: dict[str, int], members: dict[str, tuple[str, ...]]) -> None:
+    """Channels below `live[group]` always fire (BN outputs +1), the rest never (BN outputs -10)."""
+    with torch.no_grad():
+        for group, count in live.items():
+            for name in members[group]:
+                module = model.get_submodule(name)
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.zero_()
+                    module.bias.fill_(-10.0)
+                    module.bias[:count] = 1.0
+
+
+def _train_forward(model, shape=(4, 3, 32, 32)):
+    model.train()
+    model(torch.randn(*shape)).square().mean().backward()
+
+
+def test_prune_at_gives_exactly_the_planned_widths_and_keeps_outputs():
+    model = build_model("vgg11", in_channels=3, num_classes=10, width=0.25)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), prune_at=[1], min_channels=1)
+    members = {g.name: g.members for g in pruner.groups}
+    live = {name: max(1, width // (i + 2)) for i, (name, width) in enumerate(pruner.widths.items())}
+    _set_live_channels(model, live, members)
+    _train_forward(model)
+    model.eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    pruner.epoch_end(1)
+    assert pruner.widths == live
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-5, rtol=0)
+    line = pruner.ledger[-1]
+    assert line.pruned and line.params_after < line.params and line.samples == 4
+    assert line.train_flops == 4 * (line.train_flops // 4) > 0
+    assert pruner.events[0].widths_after == live
+
+
+def test_convergence_trigger_prunes_after_patience_and_never_on_the_last_epoch():
+    model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), patience=2, tol=0.01, min_channels=1)
+    members = {g.name: g.members for g in pruner.groups}
+    _set_live_channels(model, {n: w // 2 for n, w in pruner.widths.items()}, members)
+    for epoch in range(3):
+        _train_forward(model)
+        pruner.epoch_end(epoch, last=epoch == 2)
+    assert not pruner.events  # converged at epoch 2, but it was the last one
+    _train_forward(model)
+    pruner.epoch_end(3)
+    assert [e.epoch for e in pruner.events] == [3]
+
+
+def test_ledger_accumulates_training_flops():
+    model = build_model("resnet18", in_channels=3, num_classes=10, width=0.125)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), max_prunes=0)
+    for epoch in range(2):
+        _train_forward(model, (3, 3, 32, 32))
+        _train_forward(model, (5, 3, 32, 32))
+        pruner.epoch_end(epoch)
+    first, second = pruner.ledger
+    assert first.samples == second.samples == 8
+    assert second.train_flops_total == first.train_flops + second.train_flops
+    per_sample = training_flops_per_sample(model, torch.zeros(2, 3, 32, 32))
+    assert first.train_flops == 8 * per_sample
+    # forward 2 FLOPs per MAC, weight gradients as much, input gradients too except for the first layer
+    assert 4 * first.macs < per_sample <= 6 * first.macs
+    assert not pruner.events
+
+
+def test_epoch_end_without_training_forward_is_an_error():
+    model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32))
+    model.eval()
+    model(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(AdpruneError, match="no training forward"):
+        pruner.epoch_end(0)
+
+
+@pytest.mark.parametrize(
+    ("name", "in_channels", "size", "width"),
+    [
+        ("vgg19", 3, 32, 0.25),
+        ("resnet18", 3, 32, 0.25),
+        ("tv:resnet18", 3, 32, 1.0),
+        ("tv:mobilenet_v2", 1, 32, 1.0),
+    ],
+)
+def test_architectures_prune_and_train_on(name, in_channels, size, width):
+    model = build_model(name, in_channels=in_channels, num_classes=7, image_size=size, width=width)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    pruner = ADPruner(model, torch.zeros(2, in_channels, size, size), optimizer, prune_at=[0])
+    shape = (4, in_channels, size, size)
+    _train_forward(model, shape)
+    optimizer.step()
+    params = sum(p.numel() for p in model.parameters())
+    model, optimizer = pruner.epoch_end(0)
+    assert sum(p.numel() for p in model.parameters()) < params
+    assert any(pruner.widths[n] < w for n, w in pruner.events[0].widths_before.items())
+    optimizer.zero_grad()
+    out = model(torch.randn(*shape))
+    assert out.shape == (4, 7)
+    out.square().mean().backward()
+    optimizer.step()
