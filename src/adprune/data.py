@@ -7,9 +7,10 @@ device and turns it into normalised float32 batches with tensor ops only (no Dat
 processes), in the style of airbench / hlb-CIFAR10.
 
 Normalisation constants. CIFAR-10 and CIFAR-100 use the standard per-channel mean and std of their
-training sets. Every other dataset computes them exactly (float64, from a per-channel histogram of
-the 256 pixel values) on the training images as returned: after the 28 -> 32 padding of the MNIST
-family, after resizing and after `subset`. A channel whose std would be below 1/255 (a constant
+training sets. The MNIST family computes them exactly (float64, from a per-channel histogram of the
+256 pixel values) on the whole training set after the 28 -> 32 padding and any resizing, whatever
+`subset` keeps. Image folders compute them on the training images they read (after `subset`, which
+only reads the files it keeps). Every run records the constants it used in `arch.json`. A channel whose std would be below 1/255 (a constant
 channel) uses 1/255, so normalising never divides by zero.
 """
 
@@ -311,15 +312,18 @@ def _load_idx(
     if paths is None:
         wanted = f"{_IDX_FILES['train_images']}[.gz]"
         raise _not_found(name, root, wanted, dirs, "pass --data-dir or --download")
-    train_images, train_labels = _first(*_read_idx_pair(paths, "train"), subset)
+    all_train_images, all_train_labels = _read_idx_pair(paths, "train")
+    all_train_images = _resize(all_train_images, image_size)
+    train_images, train_labels = _first(all_train_images, all_train_labels, subset)
     test_images, test_labels = _read_idx_pair(paths, "test")
     augment = Augment(crop_padding=(image_size or 32) // 16, hflip=_IDX_DATASETS[name][1])
     return _splits(
         name,
-        (_resize(train_images, image_size), train_labels),
+        (train_images, train_labels),
         (_resize(test_images, image_size), test_labels),
         10,
         augment,
+        stats=_channel_stats(all_train_images),
     )
 
 

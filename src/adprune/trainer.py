@@ -165,6 +165,8 @@ def _arch(config: TrainConfig, splits: DatasetSplits) -> dict[str, Any]:
         "num_classes": splits.num_classes,
         "image_size": splits.image_size,
         "width": config.width,
+        "mean": list(splits.mean),
+        "std": list(splits.std),
     }
 
 

@@ -1,0 +1,135 @@
+"""The command line end to end on real Fashion-MNIST, and its answers to bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import adprune
+from adprune.data import BatchLoader, load_dataset
+from adprune.trainer import evaluate
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+FIELDS = {
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "density", "widths", "params", "macs",
+    "train_flops", "train_flops_total", "wall_s", "energy_j", "pruned",
+}  # fmt: skip
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "adprune", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "adp"
+    result = run_cli(
+        "train", "--model", "vgg11", "--width", "0.125", "--subset", "1024", "--epochs", "3", "--prune-at", "1",
+        "--batch-size", "128", "--lr", "0.05", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@needs_fashion
+def test_train_writes_a_complete_run_directory(pruned_run):
+    names = {p.name for p in pruned_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "summary.json", "model.safetensors", "arch.json"} <= names
+    records = [json.loads(line) for line in (pruned_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(FIELDS <= set(r) for r in records)
+    assert [r["pruned"] for r in records] == [True, False, False]
+    assert records[1]["params"] < records[0]["params"] and records[1]["macs"] < records[0]["macs"]
+    assert records[2]["train_flops_total"] == sum(r["train_flops"] for r in records)
+    assert records[1]["widths"] == records[0]["widths_after"] != records[0]["widths"]
+    config = json.loads((pruned_run / "config.json").read_text())
+    assert config["prune_at"] == [1] and config["subset"] == 1024
+
+
+@needs_fashion
+def test_load_reproduces_the_reported_accuracy(pruned_run):
+    summary = json.loads((pruned_run / "summary.json").read_text())
+    model = adprune.load(pruned_run)
+    assert sum(p.numel() for p in model.parameters()) == summary["params"]
+    arch = json.loads((pruned_run / "arch.json").read_text())
+    splits = load_dataset("fashion-mnist", subset=16)
+    assert (list(splits.mean), list(splits.std)) == (arch["mean"], arch["std"])
+    loader = BatchLoader(splits.test_images, splits.test_labels, batch_size=1000, mean=arch["mean"], std=arch["std"])
+    _, accuracy = evaluate(model, loader, torch.device("cpu"))
+    assert accuracy == summary["test_acc"]
+
+
+@needs_fashion
+def test_compare_prints_ratios(pruned_run):
+    result = run_cli("compare", str(pruned_run), str(pruned_run))
+    assert result.returncode == 0
+    assert "1.00" in result.stdout and "params" in result.stdout
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adprune: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--model", "vgg99"], ["vgg99", "tv:"]),
+        (["--dataset", "imagenet77"], ["imagenet77", "fashion-mnist"]),
+        (["--dataset", "cifar10", "--data-dir", "{tmp}/nothing"], ["not found", "--download"]),
+        (["--epochs", "0"], ["--epochs"]),
+        (["--epochs", "3", "--prune-at", "3"], ["--prune-at 3", "1..2"]),
+        (["--epochs", "3", "--prune-at", "x"], ["--prune-at"]),
+        (["--optimizer", "lbfgs"], ["--optimizer"]),
+        (["--device", "cuda:7"], ["--device"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragments):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_cli("train", "--subset", "64", "--epochs", "2", *args, "--out", str(tmp_path / "run"))
+    _assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("precious\n")
+    result = run_cli("train", "--subset", "64", "--epochs", "1", "--out", str(out))
+    _assert_one_line_error(result, "--overwrite")
+    assert (out / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_unwritable_out_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    # root writes through permission bits; sysfs refuses everyone
+    parent = Path("/sys/kernel") if os.geteuid() == 0 else locked
+    _assert_one_line_error(run_cli("train", "--subset", "64", "--out", str(parent / "adprune-run")), "writable")
+
+
+def test_out_under_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _assert_one_line_error(run_cli("train", "--subset", "64", "--epochs", "1", "--out", str(blocker / "run")))
+    assert blocker.read_text() == "x"
+
+
+def test_help_documents_every_option():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    for option in ("--model", "--dataset", "--data-dir", "--epochs", "--batch-size", "--lr", "--optimizer",
+                   "--prune", "--prune-at", "--mode", "--subset", "--seed", "--device", "--out", "--overwrite"):
+        assert option in result.stdout
