@@ -10,8 +10,8 @@ Normalisation constants. CIFAR-10 and CIFAR-100 use the standard per-channel mea
 training sets. The MNIST family computes them exactly (float64, from a per-channel histogram of the
 256 pixel values) on the whole training set after the 28 -> 32 padding and any resizing, whatever
 `subset` keeps. Image folders compute them on the training images they read (after `subset`, which
-only reads the files it keeps). Every run records the constants it used in `arch.json`. A channel whose std would be below 1/255 (a constant
-channel) uses 1/255, so normalising never divides by zero.
+only reads the files it keeps). Every run records the constants it used in `arch.json`. A channel
+whose std would be below 1/255 (a constant channel) uses 1/255, so normalising never divides by 0.
 """
 
 from __future__ import annotations
