@@ -34,6 +34,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; run files are meant to be shared
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -1,4 +1,4 @@
-"""The `adprune` command line: train, compare."""
+"""The `adprune` command line: train, compare, report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import AdpruneError
+from .report_cli import add_parser as add_report_parser
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -156,6 +157,7 @@ def _add_train(sub) -> None:
     a("--out", required=True, help="run directory to create")
     a("--overwrite", action="store_true", help="reuse a non-empty --out, replacing an earlier run's files")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    a("--no-report", dest="report", action="store_false", help="do not write report/report.html at the end")
     p.set_defaults(run=_run_train)
 
 
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_train(sub)
     _add_compare(sub)
+    add_report_parser(sub)
     return parser
 
 

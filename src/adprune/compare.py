@@ -9,7 +9,8 @@ from typing import Any
 from .rundir import SUMMARY_FILE, read_json
 
 
-def _human(value: float) -> str:
+def human_number(value: float) -> str:
+    """`value` with a k/M/G/T suffix and two decimals, e.g. 1.23M."""
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.2f}{unit}"
@@ -72,11 +73,11 @@ def format_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
             Path(r["run"]).name,
             f"{100 * r['test_acc']:.2f}%",
             f"{r['acc_delta_pts']:+.2f}",
-            _human(r["params"]),
+            human_number(r["params"]),
             f"{r['params_x']:.2f}",
-            _human(r["macs"]),
+            human_number(r["macs"]),
             f"{r['macs_x']:.2f}",
-            _human(r["train_flops"]),
+            human_number(r["train_flops"]),
             f"{r['train_flops_x']:.2f}",
             f"{r['wall_s']:.0f}",
             f"{r['wall_x']:.2f}",

@@ -49,18 +49,6 @@ def append_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete JSON line of `metrics.jsonl`, in order (a torn last line is ignored)."""
-    path = Path(run_dir) / METRICS_FILE
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object from `path`, or an AdpruneError naming the file."""
     path = Path(path)

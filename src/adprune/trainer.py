@@ -6,8 +6,10 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +59,7 @@ class TrainConfig:
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
+    report: bool = True
 
     def validate(self) -> None:
         """Raise AdpruneError with a fix for the first option that cannot work."""
@@ -319,4 +322,18 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         "widths": pruner.widths,
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
+    if config.report:
+        _write_report(out, log)
     return summary
+
+
+def _write_report(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Write the run's HTML report; a failure here is reported, never fatal to a finished run."""
+    from .report import write_report
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            log(f"report: {write_report([run_dir])}")
+    except (AdpruneError, ImportError, OSError) as exc:
+        log(f"report not written ({exc}); run 'adprune report {run_dir}' to retry")
