@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import AdpruneError
 from .report_cli import add_parser as add_report_parser
@@ -154,19 +155,48 @@ def _add_train(sub) -> None:
     a("--ignore", type=_name_list, default=[], help="comma-separated module names whose output width is kept")
     a("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     a("--device", default=d.device, help="auto|cpu|cuda|cuda:N (default: %(default)s)")
-    a("--out", required=True, help="run directory to create")
+    a("--out", help="run directory to create (required unless --resume)")
+    a(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest good checkpoint, with "
+        "the options it was started with (other options are ignored)",
+    )
+    a(
+        "--tensorboard",
+        action="store_true",
+        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)",
+    )
     a("--overwrite", action="store_true", help="reuse a non-empty --out, replacing an earlier run's files")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar")
     a("--no-report", dest="report", action="store_false", help="do not write report/report.html at the end")
     p.set_defaults(run=_run_train)
 
 
+def _resumed_config(run_dir: str, progress: bool):
+    from .rundir import CONFIG_FILE, read_json
+    from .trainer import TrainConfig
+
+    saved = read_json(Path(run_dir) / CONFIG_FILE)
+    try:
+        config = TrainConfig(**saved)
+    except TypeError as exc:
+        raise AdpruneError(f"{Path(run_dir) / CONFIG_FILE} does not describe a run ({exc})") from None
+    config.out, config.progress = run_dir, progress
+    return config
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .trainer import TrainConfig, train
 
-    fields = TrainConfig.__dataclass_fields__
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    summary = train(config)
+    if args.resume:
+        config = _resumed_config(args.resume, args.progress)
+    elif not args.out:
+        raise AdpruneError("--out is required: name the run directory to create (or --resume RUN_DIR)")
+    else:
+        fields = TrainConfig.__dataclass_fields__
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    summary = train(config, resume=bool(args.resume))
     print(
         f"done: test accuracy {100 * summary['test_acc']:.2f}%, params {summary['params']:,} "
         f"(from {summary['params_initial']:,}), run directory {config.out}"

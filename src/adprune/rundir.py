@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import atomic_write_bytes
 from .errors import AdpruneError
 
 CONFIG_FILE = "config.json"
@@ -61,3 +62,22 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise AdpruneError(f"{path} must hold a JSON object")
     return obj
+
+
+def keep_metrics_until(run_dir: str | Path, epoch: int) -> None:
+    """Rewrite `metrics.jsonl` atomically with only the complete records of epochs 1..`epoch`.
+
+    Used when a run resumes from the checkpoint of `epoch`: the epochs after it run again.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epoch:
+            kept.append(line + "\n")
+    atomic_write_bytes(path, "".join(kept).encode("utf-8"))

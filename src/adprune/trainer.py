@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -16,13 +17,30 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_json, save_model
+from .checkpoint import atomic_write_json, save_model, shrink_to_widths
 from .cost import EnergyMeter
 from .data import BatchLoader, DatasetSplits, load_dataset
+from .distributed import DistContext, init_distributed, shutdown
 from .errors import AdpruneError
 from .models import build_model
 from .pruner import ADPruner
-from .rundir import CONFIG_FILE, SUMMARY_FILE, append_metrics, prepare_run_dir
+from .rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    append_metrics,
+    keep_metrics_until,
+    prepare_run_dir,
+)
+from .tensorboard import log_epoch
+from .training_state import (
+    latest_training_state,
+    load_optimizer_tensors,
+    pruner_state,
+    restore_pruner,
+    restore_rng,
+    save_training_state,
+)
 
 
 @dataclass
@@ -60,6 +78,7 @@ class TrainConfig:
     overwrite: bool = False
     progress: bool = True
     report: bool = True
+    tensorboard: bool = False
 
     def validate(self) -> None:
         """Raise AdpruneError with a fix for the first option that cannot work."""
@@ -113,23 +132,6 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     raise AdpruneError(f"--optimizer must be sgd or adamw, got {config.optimizer!r}")
 
 
-def _train_epoch(model, loader, optimizer, loss_fn, device, autocast, progress) -> tuple[float, float]:
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    for images, labels in progress(loader):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            output = model(images)
-            loss = loss_fn(output, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().float() * labels.shape[0]
-        correct += (output.detach().argmax(1) == labels).sum()
-    samples = loader.num_samples if not loader.drop_last else len(loader) * loader.batch_size
-    return float(loss_sum) / samples, float(correct) / samples
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, autocast: bool = False):
     """Mean cross-entropy and accuracy of `model` over every sample of `loader`, in eval mode."""
@@ -150,7 +152,7 @@ def _short(values: dict[str, float | int], fmt: str, limit: int = 24) -> str:
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """The one-line summary printed after each epoch."""
+    """The one-line summary printed after each epoch (with the densities and widths below it)."""
     flag = "  PRUNED" if record["pruned"] else ""
     return (
         f"epoch {record['epoch']}/{epochs}  "
@@ -173,158 +175,273 @@ def _arch(config: TrainConfig, splits: DatasetSplits) -> dict[str, Any]:
     }
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one training job end to end and return its summary (also written to `summary.json`)."""
-    config.validate()
-    device = resolve_device(config.device)
-    splits = load_dataset(
-        config.dataset,
-        config.data_dir,
-        download=config.download,
-        subset=config.subset,
-        image_size=config.image_size,
-    )
-    torch.manual_seed(config.seed)
-    model = build_model(
-        config.model,
-        in_channels=splits.in_channels,
-        num_classes=splits.num_classes,
-        image_size=splits.image_size,
-        width=config.width,
-    ).to(device)
-    for name in config.ignore:
+def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
+    """One pass over the training set; mean loss and accuracy over all ranks. No host sync per step."""
+    model, ctx, loader = run.wrapped, run.ctx, run.train_loader
+    model.train()
+    loss_sum = torch.zeros((), device=ctx.device)
+    correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=ctx.device, dtype=torch.int64)
+    batches = tqdm(
+        loader, desc=f"epoch {epoch}/{run.config.epochs}", leave=False, file=sys.stderr,
+        disable=not (run.config.progress and ctx.is_main and sys.stderr.isatty()),
+    )  # fmt: skip
+    for step, (images, labels) in enumerate(batches, 1):
+        images, labels = ctx.shard(images), ctx.shard(labels)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=run.autocast):
+            output = model(images)
+            loss = run.loss_fn(output, labels)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss = loss.detach().float()
+        loss_sum += loss * labels.shape[0]
+        correct += (output.detach().argmax(1) == labels).sum()
+        bad = (first_bad_step < 0) & ~torch.isfinite(loss)
+        first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
+    totals = ctx.sum(torch.stack([loss_sum.double(), correct.double()]))
+    bad_step = int(ctx.max(first_bad_step))
+    if bad_step > 0:
+        raise AdpruneError(
+            f"the training loss became {float(loss)} in epoch {epoch}, step {bad_step}: lower --lr, or "
+            f"resume from the last good checkpoint with 'adprune train --resume {run.config.out}'"
+        )
+    samples = len(loader) * loader.batch_size
+    return float(totals[0]) / samples, float(totals[1]) / samples
+
+
+@dataclass
+class _Run:
+    """Everything a run in progress holds."""
+
+    config: TrainConfig
+    ctx: DistContext
+    splits: DatasetSplits
+    out: Path
+    model: nn.Module
+    wrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pruner: ADPruner
+    train_loader: BatchLoader
+    test_loader: BatchLoader
+    loss_fn: nn.Module
+    autocast: bool
+    example: torch.Tensor
+    log: Callable[[str], None]
+    wall_total: dict[str, float]
+    energy: EnergyMeter
+    energy_before: float | None
+    tensorboard: Any = None
+
+
+def _validate_ignore(model: nn.Module, names: list[str]) -> None:
+    for name in names:
         try:
             model.get_submodule(name)
         except AttributeError:
             raise AdpruneError(f"--ignore {name}: the model has no module of that name") from None
-    optimizer = make_optimizer(config, model)
-    out = prepare_run_dir(config.out, overwrite=config.overwrite)
-    atomic_write_json(out / CONFIG_FILE, {**dataclasses.asdict(config), "resolved_device": str(device)})
 
+
+def _prepare_out(config: TrainConfig, ctx: DistContext, resume: bool) -> Path:
+    """The run directory, made ready by rank 0 only; every rank fails if rank 0 could not."""
+    out, error = Path(config.out), None
+    if ctx.is_main and not resume:
+        try:
+            prepare_run_dir(out, overwrite=config.overwrite)
+            atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config))
+        except AdpruneError as exc:
+            error = exc
+    if not ctx.all_ok(error is None):
+        raise error or AdpruneError("rank 0 could not prepare --out; see its message")
+    return out
+
+
+def _open_tensorboard(config: TrainConfig, out: Path, ctx: DistContext):
+    if not (config.tensorboard and ctx.is_main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AdpruneError(
+            "--tensorboard needs the tensorboard package: pip install 'adprune[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _setup(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[_Run, int]:
+    """Build (or restore) every part of the run; returns it and the first epoch still to train."""
+    config.validate()
+    ctx = init_distributed(resolve_device(config.device))
+    if config.batch_size % ctx.world_size:
+        raise AdpruneError(
+            f"--batch-size {config.batch_size} must be divisible by the {ctx.world_size} processes"
+        )
+    splits = load_dataset(
+        config.dataset, config.data_dir, download=config.download, subset=config.subset,
+        image_size=config.image_size,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)
+    model = build_model(
+        config.model, in_channels=splits.in_channels, num_classes=splits.num_classes,
+        image_size=splits.image_size, width=config.width,
+    ).to(ctx.device)  # fmt: skip
+    _validate_ignore(model, config.ignore)
+    out = _prepare_out(config, ctx, resume)
+    example = torch.zeros(2, *splits.input_shape, device=ctx.device)
+    saved = latest_training_state(out, warn=log) if resume else None
+    if saved is not None:
+        shrink_to_widths(model, example, saved.state["widths"])
+        model.load_state_dict(saved.model)
+    optimizer = make_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    pruner = ADPruner(
+        model, example, optimizer, prune_at=config.prune_at, tol=config.tol, patience=config.patience,
+        min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
+        max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
+    )  # fmt: skip
     train_loader = BatchLoader(
-        splits.train_images,
-        splits.train_labels,
-        batch_size=config.batch_size,
-        mean=splits.mean,
-        std=splits.std,
-        device=device,
-        train=True,
-        augment=splits.augment,
-        seed=config.seed,
+        splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
+        std=splits.std, device=ctx.device, train=True, augment=splits.augment, seed=config.seed,
         drop_last=True,
-    )
-    test_loader = BatchLoader(
-        splits.test_images,
-        splits.test_labels,
-        batch_size=config.eval_batch_size,
-        mean=splits.mean,
-        std=splits.std,
-        device=device,
-    )
+    )  # fmt: skip
     if len(train_loader) == 0:
         raise AdpruneError(
             f"--batch-size {config.batch_size} is larger than the {train_loader.num_samples} training samples"
         )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    example = torch.zeros(2, *splits.input_shape, device=device)
-    pruner = ADPruner(
-        model,
-        example,
-        optimizer,
-        prune_at=config.prune_at,
-        tol=config.tol,
-        patience=config.patience,
-        min_channels=config.min_channels,
-        round_to=config.round_to,
-        mode=config.mode,
-        ignore=config.ignore,
-        max_prunes=config.max_prunes if config.prune == "adp" else 0,
-        min_reduction=config.min_reduction,
-    )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    autocast = device.type == "cuda"
-    energy = EnergyMeter(device)
-    energy.start()
-    wall_total = {"train": 0.0, "eval": 0.0, "prune": 0.0}
-    record: dict[str, Any] = {}
-    for epoch in range(1, config.epochs + 1):
-        train_loader.set_epoch(epoch)
+    test_loader = BatchLoader(
+        splits.test_images, splits.test_labels, batch_size=config.eval_batch_size, mean=splits.mean,
+        std=splits.std, device=ctx.device,
+    )  # fmt: skip
+    run = _Run(
+        config, ctx, splits, out, model, ctx.wrap(model), optimizer, scheduler, pruner, train_loader,
+        test_loader,
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), ctx.device.type == "cuda", example,
+        log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0},
+        EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx),
+    )  # fmt: skip
+    first_epoch = 1
+    if saved is not None:
+        load_optimizer_tensors(optimizer, model, saved.optimizer, saved.state["optimizer_groups"])
+        scheduler.load_state_dict(saved.state["scheduler"])
+        restore_pruner(pruner, saved.state["pruner"])
+        restore_rng(saved.rng)
+        run.wall_total = dict(saved.state["wall_total"])
+        run.energy_before = saved.state["energy_j"]
+        first_epoch = saved.epoch + 1
+        if ctx.is_main:
+            keep_metrics_until(out, saved.epoch)
+        run.log(f"resuming {out} after epoch {saved.epoch} from {saved.path}")
+    elif resume:
+        if ctx.is_main:
+            keep_metrics_until(out, 0)
+        run.log(f"no checkpoint in {out} yet: starting it from epoch 1")
+    run.energy.start()
+    return run, first_epoch
 
-        def progress(batches, epoch=epoch):
-            return tqdm(
-                batches,
-                desc=f"epoch {epoch}/{config.epochs}",
-                leave=False,
-                file=sys.stderr,
-                disable=not config.progress or not sys.stderr.isatty(),
-            )
 
-        started = time.perf_counter()
-        train_loss, train_acc = _train_epoch(
-            model, train_loader, optimizer, loss_fn, device, autocast, progress
-        )
-        if not math.isfinite(train_loss):
-            raise AdpruneError(f"training diverged in epoch {epoch} (loss {train_loss}): lower --lr")
-        train_s = time.perf_counter() - started
-        started = time.perf_counter()
-        test_loss, test_acc = evaluate(model, test_loader, device, autocast)
-        eval_s = time.perf_counter() - started
-        widths = pruner.widths
-        model, optimizer = pruner.epoch_end(epoch, last=epoch == config.epochs)
-        density = {k: round(v, 5) for k, v in pruner.densities.items()}
-        cost = pruner.ledger[-1]
-        scheduler.step()
-        wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s}
-        for key, seconds in wall.items():
-            wall_total[key] += seconds
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "density": density,
-            "widths": widths,
-            "widths_after": pruner.widths,
-            "params": cost.params,
-            "params_after": cost.params_after,
-            "macs": cost.macs,
-            "train_flops": cost.train_flops,
-            "train_flops_total": cost.train_flops_total,
-            "samples": cost.samples,
-            "wall_s": {k: round(v, 4) for k, v in wall.items()},
-            "energy_j": energy.joules(),
-            "lr": optimizer.param_groups[0]["lr"],
-            "pruned": cost.pruned,
-        }
-        append_metrics(out, record)
-        log(epoch_line(record, config.epochs))
-    save_model(out, model, _arch(config, splits), pruner.widths)
+def _energy(run: _Run) -> float | None:
+    now = run.energy.joules()
+    if now is None:
+        return run.energy_before
+    return now + (run.energy_before or 0.0)
+
+
+def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Train, evaluate and close one epoch (maybe pruning); returns its metrics record."""
+    run.train_loader.set_epoch(epoch)
+    started = time.perf_counter()
+    train_loss, train_acc = _train_epoch(run, epoch)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    test_loss, test_acc = evaluate(run.model, run.test_loader, run.ctx.device, run.autocast)
+    eval_s = time.perf_counter() - started
+    widths = run.pruner.widths
+    _, run.optimizer = run.pruner.epoch_end(epoch, last=epoch == run.config.epochs)
+    cost = run.pruner.ledger[-1]
+    if cost.pruned:
+        run.wrapped = run.ctx.wrap(run.model)
+    run.scheduler.step()
+    wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s}
+    for key, seconds in wall.items():
+        run.wall_total[key] += seconds
+    return {
+        "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+        "test_acc": test_acc, "density": {k: round(v, 5) for k, v in run.pruner.densities.items()},
+        "widths": widths, "widths_after": run.pruner.widths, "params": cost.params,
+        "params_after": cost.params_after, "macs": cost.macs, "train_flops": cost.train_flops,
+        "train_flops_total": cost.train_flops_total, "samples": cost.samples,
+        "wall_s": {k: round(v, 4) for k, v in wall.items()}, "energy_j": _energy(run),
+        "lr": run.optimizer.param_groups[0]["lr"], "pruned": cost.pruned,
+    }  # fmt: skip
+
+
+def _record(run: _Run, record: dict[str, Any]) -> None:
+    """Log the epoch, append it to metrics.jsonl, then checkpoint (rank 0 only)."""
+    run.log(epoch_line(record, run.config.epochs))
+    if not run.ctx.is_main:
+        return
+    append_metrics(run.out, record)
+    if run.tensorboard is not None:
+        log_epoch(run.tensorboard, record)
+    state = {
+        "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
+        "pruner": pruner_state(run.pruner),
+        "wall_total": run.wall_total, "energy_j": record["energy_j"],
+    }  # fmt: skip
+    save_training_state(run.out, record["epoch"], run.model, run.optimizer, state)
+
+
+def _finish(run: _Run, record: dict[str, Any]) -> dict[str, Any]:
+    ledger = run.pruner.ledger
     summary = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "prune": config.prune,
-        "mode": config.mode,
-        "epochs": config.epochs,
-        "train_samples": train_loader.num_samples,
-        "test_acc": record["test_acc"],
-        "test_loss": record["test_loss"],
-        "params_initial": pruner.ledger[0].params,
-        "params": record["params"],
-        "macs_initial": pruner.ledger[0].macs,
-        "macs": record["macs"],
-        "train_flops_total": record["train_flops_total"],
-        "wall_s": {k: round(v, 3) for k, v in wall_total.items()},
-        "energy_j": record["energy_j"],
-        "energy_source": energy.source,
-        "device": str(device),
-        "prunes": [dataclasses.asdict(e) for e in pruner.events],
-        "widths": pruner.widths,
-    }
-    atomic_write_json(out / SUMMARY_FILE, summary)
-    if config.report:
-        _write_report(out, log)
+        "model": run.config.model, "dataset": run.config.dataset, "prune": run.config.prune,
+        "mode": run.config.mode, "epochs": run.config.epochs, "train_samples": run.train_loader.num_samples,
+        "world_size": run.ctx.world_size, "test_acc": record["test_acc"], "test_loss": record["test_loss"],
+        "params_initial": ledger[0].params, "params": record["params"], "macs_initial": ledger[0].macs,
+        "macs": record["macs"], "train_flops_total": record["train_flops_total"],
+        "wall_s": {k: round(v, 3) for k, v in run.wall_total.items()}, "energy_j": record["energy_j"],
+        "energy_source": run.energy.source, "device": str(run.ctx.device),
+        "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
+    }  # fmt: skip
+    if run.ctx.is_main:
+        save_model(run.out, run.model, _arch(run.config, run.splits), run.pruner.widths)
+        atomic_write_json(run.out / SUMMARY_FILE, summary)
+        if run.tensorboard is not None:
+            run.tensorboard.close()
+        if run.config.report:
+            _write_report(run.out, run.log)
     return summary
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print, *, resume: bool = False) -> dict[str, Any]:
+    """Run one training job end to end and return its summary (also written to `summary.json`).
+
+    With `resume`, continue the run in `config.out` from its newest good checkpoint: the epochs after
+    it are trained again, exactly as they would have been.
+    """
+    try:
+        run, first_epoch = _setup(config, log, resume)
+        record = None
+        for epoch in range(first_epoch, config.epochs + 1):
+            record = _epoch(run, epoch)
+            _record(run, record)
+        if record is None:
+            record = _last_record(run)
+        return _finish(run, record)
+    except KeyboardInterrupt:
+        raise AdpruneError(
+            "interrupted; the last finished epoch is checkpointed: continue with "
+            f"'adprune train --resume {config.out}'"
+        ) from None
+    finally:
+        shutdown()
+
+
+def _last_record(run: _Run) -> dict[str, Any]:
+    """The metrics of the final epoch, for a run resumed after its last epoch was checkpointed."""
+    lines = (run.out / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+    return json.loads(lines[-1])
 
 
 def _write_report(run_dir: Path, log: Callable[[str], None]) -> None:

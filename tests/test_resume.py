@@ -1,0 +1,124 @@
+"""A run killed with SIGKILL at any point and resumed ends exactly like a run never killed."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+SRC = str(Path(__file__).parents[1] / "src")
+TRAIN = [
+    "train", "--model", "vgg11", "--width", "0.125", "--subset", "384", "--epochs", "4", "--prune-at", "2",
+    "--batch-size", "64", "--lr", "0.02", "--no-progress", "--no-report",
+]  # fmt: skip
+
+# Each kill point patches one function in the child process so that it SIGKILLs itself there.
+KILLERS = {
+    "mid-epoch": """
+        import adprune.data as m
+        original = m.BatchLoader.__iter__
+        def patched(self):
+            for i, batch in enumerate(original(self)):
+                if self.train and self.epoch == 3 and i == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                yield batch
+        m.BatchLoader.__iter__ = patched
+    """,
+    "mid-prune": """
+        import adprune.surgery as m
+        original = m.prune_group
+        calls = []
+        out = Path(sys.argv[sys.argv.index("--out") + 1])
+        def patched(*args, **kwargs):
+            if (out / "checkpoints" / "epoch-0001").exists():  # the prune after epoch 2, not a trial
+                calls.append(1)
+                if len(calls) == 3:  # two groups already cut, the rest not
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)
+        m.prune_group = patched
+    """,
+    "mid-checkpoint-write": """
+        import adprune.training_state as m
+        original = m.atomic_write_bytes
+        def patched(path, data):
+            if "epoch-0003" in str(path) or ".epoch-0003" in str(path):
+                if path.name == "optimizer.safetensors":
+                    Path(str(path) + ".partial").write_bytes(data[: len(data) // 2])
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return original(path, data)
+        m.atomic_write_bytes = patched
+    """,
+    "between-metrics-and-checkpoint": """
+        import adprune.trainer as m
+        original = m.save_training_state
+        def patched(run_dir, epoch, *args, **kwargs):
+            if epoch == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(run_dir, epoch, *args, **kwargs)
+        m.save_training_state = patched
+    """,
+    "final-model-write": """
+        import adprune.trainer as m
+        def patched(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        m.save_model = patched
+    """,
+}
+
+
+def _run(args, killer: str | None = None) -> subprocess.CompletedProcess:
+    prelude = "import os, signal, sys\nfrom pathlib import Path\n" + textwrap.dedent(KILLERS.get(killer, ""))
+    code = prelude + "\nfrom adprune.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("wall_s")
+        record.pop("energy_j")
+    return records
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    result = _run([*TRAIN, "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("killer", list(KILLERS))
+def test_killed_and_resumed_run_matches_the_uninterrupted_one(tmp_path, reference, killer):
+    out = tmp_path / "run"
+    killed = _run([*TRAIN, "--out", str(out)], killer)
+    assert killed.returncode == -9, killed.stderr
+    resumed = _run(["train", "--resume", str(out), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert _metrics(out) == _metrics(reference)
+    final, expected = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert final.keys() == expected.keys()
+    assert all(final[k].equal(expected[k]) for k in expected)
+    assert json.loads((out / "arch.json").read_text()) == json.loads((reference / "arch.json").read_text())
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, reference):
+    out = tmp_path / "run"
+    killed = _run([*TRAIN, "--out", str(out)], "final-model-write")
+    assert killed.returncode == -9
+    newest = sorted((out / "checkpoints").glob("epoch-*"))[-1]
+    data = (newest / "model.safetensors").read_bytes()
+    (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    resumed = _run(["train", "--resume", str(out), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "damaged" in resumed.stdout and newest.name in resumed.stdout
+    assert _metrics(out) == _metrics(reference)
