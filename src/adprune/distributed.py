@@ -55,6 +55,15 @@ class DistContext:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
+    def agree(self, tensor: torch.Tensor) -> bool:
+        """True when `tensor` is bit-for-bit the same on every rank."""
+        if self.world_size == 1:
+            return True
+        low, high = tensor.clone(), tensor.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        return bool(torch.equal(low, high))
+
     def wrap(self, model: nn.Module) -> nn.Module:
         """`model` wrapped in DistributedDataParallel when there are several ranks."""
         if self.world_size == 1:

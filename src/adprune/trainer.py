@@ -392,7 +392,19 @@ def _record(run: _Run, record: dict[str, Any]) -> None:
     save_training_state(run.out, record["epoch"], run.model, run.optimizer, state)
 
 
+def _check_ranks_agree(run: _Run) -> None:
+    """Under DDP every rank must end with the same widths and weights; say so, or fail loudly."""
+    if run.ctx.world_size == 1:
+        return
+    widths = torch.tensor(list(run.pruner.widths.values()), dtype=torch.float64, device=run.ctx.device)
+    weights = torch.cat([p.detach().double().flatten() for p in run.model.parameters()])
+    if not (run.ctx.agree(widths) and run.ctx.agree(weights)):
+        raise AdpruneError("the ranks ended with different widths or weights: please report this as a bug")
+    run.log(f"all {run.ctx.world_size} ranks end with identical widths and weights")
+
+
 def _finish(run: _Run, record: dict[str, Any]) -> dict[str, Any]:
+    _check_ranks_agree(run)
     ledger = run.pruner.ledger
     summary = {
         "model": run.config.model, "dataset": run.config.dataset, "prune": run.config.prune,
