@@ -35,9 +35,11 @@ demo: install data
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
+# One thread per process: the tests start several processes at once on small machines.
 test: lint
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -30,12 +30,22 @@ def _batches(dataset: str, batch_size: int, device: torch.device, channels: int,
     """Endless real training batches when the dataset is present, else random CIFAR-shaped ones."""
     if dataset == "random":
         while True:
-            yield torch.randn(batch_size, channels, size, size, device=device), torch.randint(
-                0, 10, (batch_size,), device=device
+            yield (
+                torch.randn(batch_size, channels, size, size, device=device),
+                torch.randint(0, 10, (batch_size,), device=device),
             )
     splits = load_dataset(dataset)
-    loader = BatchLoader(splits.train_images, splits.train_labels, batch_size=batch_size, mean=splits.mean,
-                         std=splits.std, device=device, train=True, augment=splits.augment, drop_last=True)
+    loader = BatchLoader(
+        splits.train_images,
+        splits.train_labels,
+        batch_size=batch_size,
+        mean=splits.mean,
+        std=splits.std,
+        device=device,
+        train=True,
+        augment=splits.augment,
+        drop_last=True,
+    )
     epoch = 0
     while True:
         loader.set_epoch(epoch)
@@ -86,8 +96,11 @@ def measure(model_name: str, dataset: str, steps: int, batch_size: int, width: f
 def main() -> None:
     """Run the measurement for each model given and write bench/results/monitor_overhead.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="vgg11:fashion-mnist,vgg19:random,resnet18:random",
-                        help="comma list of MODEL:DATASET (DATASET 'random' = random CIFAR-shaped batches)")
+    parser.add_argument(
+        "--models",
+        default="vgg11:fashion-mnist,vgg19:random,resnet18:random",
+        help="comma list of MODEL:DATASET (DATASET 'random' = random CIFAR-shaped batches)",
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=float, default=1.0)
@@ -99,14 +112,29 @@ def main() -> None:
     for item in args.models.split(","):
         model_name, dataset = item.split(":")
         plain, monitored = measure(model_name, dataset, args.steps, args.batch_size, args.width, device)
-        row = {"model": model_name, "dataset": dataset, "batch_size": args.batch_size, "width": args.width,
-               "steps_each": args.steps, "median_step_s_plain": plain, "median_step_s_monitored": monitored,
-               "overhead_pct": 100 * (monitored / plain - 1)}
+        row = {
+            "model": model_name,
+            "dataset": dataset,
+            "batch_size": args.batch_size,
+            "width": args.width,
+            "steps_each": args.steps,
+            "median_step_s_plain": plain,
+            "median_step_s_monitored": monitored,
+            "overhead_pct": 100 * (monitored / plain - 1),
+        }
         rows.append(row)
-        print(f"{model_name:10s} {dataset:14s} plain {1000 * plain:8.2f} ms  monitored {1000 * monitored:8.2f} ms  "
-              f"overhead {row['overhead_pct']:+.2f}%", flush=True)
-    result = {"device": str(device), "cpu": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
+        print(
+            f"{model_name:10s} {dataset:14s} plain {1000 * plain:8.2f} ms  "
+            f"monitored {1000 * monitored:8.2f} ms  overhead {row['overhead_pct']:+.2f}%",
+            flush=True,
+        )
+    result = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -205,3 +205,38 @@ def test_classifier_output_is_not_a_group():
     model = KnownActivations()
     _, groups = _monitor(model, torch.zeros(1, 1, 2, 2))
     assert "fc" not in groups and set(groups) == {"conv1", "conv2"}
+
+
+class ChannelsLast(nn.Module):
+    """ConvNeXt-style channels-last features read by linear layers, and a LayerNorm over permuted channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.skip = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 6, 1)
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 5)
+        self.norm_conv, self.norm = nn.Conv2d(5, 7, 1), nn.LayerNorm(7)
+        self.head = nn.Linear(7, 2)
+
+    def forward(self, x):
+        self.summed = (self.conv(x) + self.skip(x)).permute(0, 2, 3, 1)  # (N, H, W, 6)
+        self.hidden = self.fc1(self.summed)  # (N, H, W, 8), GELU follows
+        y = self.fc2(F.gelu(self.hidden)).permute(0, 3, 1, 2)
+        self.normed = self.norm(self.norm_conv(y).permute(0, 2, 3, 1))  # LayerNorm on (N, H, W, 7)
+        return self.head(F.gelu(self.normed).mean((1, 2)))
+
+
+def test_channels_last_tensors_are_counted_along_their_last_dim():
+    model = ChannelsLast()
+    monitor, groups = _monitor(model, torch.zeros(1, 3, 5, 4))
+    residual = next(g for g in groups.values() if "skip" in g.members)
+    assert [(p.module_name, p.channel_dim) for p in residual.probes] == [("fc1", -1)]
+    model.train()
+    model(torch.randn(3, 3, 5, 4))
+    densities = monitor.read()
+
+    def last_dim_share(t):
+        return (t > 0).double().mean(dim=tuple(range(t.dim() - 1)))
+
+    assert torch.allclose(densities[residual.name], last_dim_share(model.summed), rtol=1e-12, atol=0)
+    assert torch.allclose(densities["fc1"], last_dim_share(model.hidden), rtol=1e-12, atol=0)
+    assert torch.allclose(densities["norm_conv"], last_dim_share(model.normed), rtol=1e-12, atol=0)

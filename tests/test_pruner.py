@@ -112,3 +112,17 @@ def test_architectures_prune_and_train_on(name, in_channels, size, width):
     assert out.shape == (4, 7)
     out.square().mean().backward()
     optimizer.step()
+
+
+def test_prune_now_uses_the_densities_the_last_epoch_end_read():
+    model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), prune_at=[], min_channels=1)
+    members = {g.name: g.members for g in pruner.groups}
+    live = {n: max(1, w // 4) for n, w in pruner.widths.items()}
+    _set_live_channels(model, live, members)
+    _train_forward(model)
+    pruner.epoch_end(0)
+    assert not pruner.events and pruner.planned_widths() == live
+    event = pruner.prune(7)
+    assert event is pruner.events[0] and event.epoch == 7 and event.seconds > 0
+    assert pruner.widths == event.widths_after == live

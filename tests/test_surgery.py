@@ -120,3 +120,51 @@ def test_channels_to_remove_drops_the_least_dense():
     assert channels_to_remove(densities, keep=3) == [1, 3]
     assert channels_to_remove(densities, keep=5) == []
     assert channels_to_remove(torch.tensor([0.5, 0.5, 0.5]), keep=1) == [1, 2]
+
+
+def test_channels_to_remove_in_blocks_removes_the_same_positions_from_every_block():
+    # two blocks of three: position densities averaged over the blocks are 0.5, 0.2, 0.8
+    densities = torch.tensor([0.9, 0.3, 0.7, 0.1, 0.1, 0.9])
+    assert channels_to_remove(densities, keep=4, blocks=2) == [1, 4]
+    assert channels_to_remove(densities, keep=2, blocks=2) == [0, 1, 3, 4]
+    with pytest.raises(ValueError, match="blocks"):
+        channels_to_remove(densities, keep=3, blocks=2)
+
+
+def test_grouped_conv_keeps_its_groups_after_pruning():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+        nn.Flatten(),
+        nn.LazyLinear(2),
+    )
+    model(torch.zeros(1, 3, 4, 4))
+    graph = build_graph(model, torch.zeros(1, 3, 4, 4))
+    groups = {g.name: g for g in find_groups(graph)}
+    assert groups["0"].blocks == groups["2"].blocks == 2
+    remove = {
+        "0": channels_to_remove(torch.arange(8.0), 4, 2),
+        "2": channels_to_remove(torch.arange(8.0), 6, 2),
+    }
+    assert remove == {"0": [0, 1, 4, 5], "2": [0, 4]}
+    with torch.no_grad():  # the channels "0" loses are dead: the grouped conv must read the others as before
+        model[0].weight[remove["0"]] = 0.0
+        model[0].bias[remove["0"]] = -1.0
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        before = model(x)
+    prune_groups(model, graph, list(groups.values()), {"0": remove["0"]})
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=0)
+    groups = {g.name: g for g in find_groups(graph)}
+    prune_groups(model, graph, list(groups.values()), {"2": remove["2"]})
+    assert (model[0].out_channels, model[2].in_channels, model[2].out_channels, model[2].groups) == (
+        4,
+        4,
+        6,
+        2,
+    )
+    assert model(x).shape == (2, 2)

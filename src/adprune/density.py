@@ -19,9 +19,15 @@ from .groups import ChannelGroup
 
 
 class _Counter:
-    """Positive-value counts per channel of one module's input or output, kept on its device."""
+    """Positive-value counts per channel of one module's input or output, kept on its device.
 
-    def __init__(self) -> None:
+    Channels lie along `channel_dim`; when that dim does not have `channels` entries but exactly one
+    other dim does (a norm that reads a channels-last tensor), that one is used.
+    """
+
+    def __init__(self, channel_dim: int = 1, channels: int | None = None) -> None:
+        self.channel_dim = channel_dim
+        self.channels = channels
         self.positives: torch.Tensor | None = None
         self.values_per_channel = 0
 
@@ -34,7 +40,11 @@ class _Counter:
             self._count(output.detach())
 
     def _count(self, x: torch.Tensor) -> None:
-        channel_dim = 1 if x.dim() == 4 else x.dim() - 1
+        channel_dim = self.channel_dim % x.dim() if x.dim() > 1 else 0
+        if self.channels is not None and x.shape[channel_dim] != self.channels:
+            matches = [d for d in range(1, x.dim()) if x.shape[d] == self.channels]
+            if len(matches) == 1:
+                channel_dim = matches[0]
         reduce_dims = tuple(d for d in range(x.dim()) if d != channel_dim)
         counts = (x > 0).sum(dim=reduce_dims, dtype=torch.int64)
         if self.positives is None or self.positives.shape != counts.shape:
@@ -49,13 +59,18 @@ class _Counter:
         self.values_per_channel = 0
 
 
+def _in_channels(module: nn.Module) -> int | None:
+    channels = getattr(module, "in_channels", getattr(module, "in_features", None))
+    return channels if isinstance(channels, int) else None
+
+
 class DensityMonitor:
     """Counts activation density for `groups` of `model` while the model trains.
 
     Only forwards in training mode count. `read()` returns, per group name, the density of each of
     the group's channels (float64, CPU): positives / values over every consumer since the last
     `reset()`. Under torch.distributed the counts are summed over all ranks before division, so
-    every rank reads the same densities.
+    every rank reads the same densities, and `read()` also sums `samples_seen` over the ranks.
     """
 
     def __init__(self, model: nn.Module, groups: Iterable[ChannelGroup]) -> None:
@@ -67,8 +82,9 @@ class DensityMonitor:
             for probe in group.probes:
                 key = (probe.module_name, probe.reads_output)
                 if key not in self._counters:
-                    counter = self._counters[key] = _Counter()
                     module = model.get_submodule(probe.module_name)
+                    channels = group.width if probe.reads_output else _in_channels(module)
+                    counter = self._counters[key] = _Counter(probe.channel_dim, channels)
                     self._handles.append(
                         module.register_forward_hook(counter.count_output)
                         if probe.reads_output
@@ -96,11 +112,13 @@ class DensityMonitor:
         if not names:
             return {}
         flat = torch.cat([self._counters[n].positives.flatten() for n in names])
-        totals = torch.tensor([self._counters[n].values_per_channel for n in names], device=flat.device)
+        values = [self._counters[n].values_per_channel for n in names]
+        totals = torch.tensor([*values, self.samples_seen], device=flat.device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(flat)
             dist.all_reduce(totals)
         flat, totals = flat.cpu(), totals.cpu().tolist()
+        self.samples_seen = totals.pop()
         gathered, offset = {}, 0
         for name, total in zip(names, totals, strict=True):
             size = self._counters[name].positives.numel()

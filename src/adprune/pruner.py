@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from .density import DensityMonitor
 from .errors import AdpruneError
 from .groups import build_graph, find_groups
 from .plan import ConvergenceTrigger, parameter_reduction, plan_widths
-from .surgery import channels_to_remove, prune_groups
+from .surgery import channels_to_remove, find_unprunable, prune_groups
 
 MODES = ("inherit", "reinit")
 
@@ -61,6 +62,14 @@ class ADPruner:
     `max_prunes` prunes, or after a prune that removed less than `min_reduction` of the parameters.
     Layers named in `ignore` (module names or modules) keep their output width; the classifier and
     the input channels are never pruned.
+
+    Channel groups that cannot be pruned safely are left alone and listed in `skipped` (group name
+    -> reason): groups that reach attention or a recurrent layer, or pass through a reshape
+    Torch-Pruning cannot map (a channel shuffle), and, with `check=True`, groups whose removal fails
+    or breaks the model in a trial prune of a deep copy at construction (one forward and backward of
+    `example_input`; costs about one copy and one trace of the model). Channels read by grouped
+    convolutions are removed at the same positions in every conv group, so those widths are planned
+    in multiples of the number of conv groups.
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class ADPruner:
         ignore: Iterable[str | nn.Module] = (),
         max_prunes: int = 3,
         min_reduction: float = 0.05,
+        check: bool = True,
     ) -> None:
         if mode not in MODES:
             raise AdpruneError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -94,6 +104,8 @@ class ADPruner:
         self.min_reduction = min_reduction
         self.trigger = ConvergenceTrigger(tol=tol, patience=patience)
         self.ignore = [model.get_submodule(m) if isinstance(m, str) else m for m in ignore]
+        self.check = check
+        self.skipped: dict[str, str] = {}
         self.events: list[PruneEvent] = []
         self.ledger: list[EpochCost] = []
         self.finished = max_prunes == 0
@@ -105,12 +117,28 @@ class ADPruner:
 
     def _attach(self) -> None:
         self.graph = build_graph(self.model, self.example_input)
-        self.groups = find_groups(self.graph, self.ignore)
+        groups = self._find_groups()
+        if self.check:
+            names = {module: name for name, module in self.model.named_modules()}
+            ignore = [names[m] for m in self.ignore if m in names]
+            self.skipped.update(find_unprunable(self.model, self.example_input, groups, ignore))
+            groups = [g for g in groups if g.name not in self.skipped]
+        self.groups = groups
         self.monitor = DensityMonitor(self.model, self.groups)
+
+    def _find_groups(self):
+        """The prunable groups of the traced model; records every skipped group in `skipped`."""
+        groups = []
+        for group in find_groups(self.graph, self.ignore):
+            if group.skip_reason is not None and group.name not in self.skipped:
+                self.skipped[group.name] = group.skip_reason
+            if group.name not in self.skipped:
+                groups.append(group)
+        return groups
 
     @property
     def widths(self) -> dict[str, int]:
-        """Current width of every prunable group, by group name."""
+        """Current width of every prunable group, by group name (skipped groups are not listed)."""
         return {g.name: g.width for g in self.groups}
 
     def _model_costs(self) -> tuple[int, int]:
@@ -148,10 +176,9 @@ class ADPruner:
         line = EpochCost(epoch, params, macs, flops_per_sample * samples, total, samples, params_after=params)
         if not last and self._due(epoch, converged):
             started = time.perf_counter()
-            event = self._prune(epoch)
+            event = self.prune(epoch)
             line.prune_s = time.perf_counter() - started
             if event is not None:
-                event.seconds = line.prune_s
                 line.pruned = True
                 line.params_after = event.params_after
         self.ledger.append(line)
@@ -159,18 +186,72 @@ class ADPruner:
         return self.model, self.optimizer
 
     def planned_widths(self) -> dict[str, int]:
-        """The widths the latest densities ask for (the current width where no density was read)."""
-        return plan_widths(
+        """The widths the latest densities ask for (the current width where no density was read).
+
+        Groups read by grouped convolutions get a multiple of their number of conv groups.
+        """
+        planned = plan_widths(
             self.densities, self.widths, min_channels=self.min_channels, round_to=self.round_to
         )
+        for group in self.groups:
+            if group.blocks > 1:
+                planned[group.name] = min(
+                    group.width, math.ceil(planned[group.name] / group.blocks) * group.blocks
+                )
+        return planned
+
+    def prune(
+        self, epoch: int, channel_densities: Mapping[str, torch.Tensor] | None = None
+    ) -> PruneEvent | None:
+        """Prune now, from `channel_densities` (group name -> one density per channel) or, when None,
+        from the densities the last `epoch_end` read. `epoch_end` calls this when a prune is due.
+
+        Groups absent from `channel_densities` keep their width. The model and the optimizer are
+        changed in place, the monitor restarts its window, and the event is recorded in `events`.
+        Returns None when the plan keeps every width (pruning then stops: `finished` is set).
+        An explicit call prunes even after `finished` or `max_prunes`.
+        """
+        if channel_densities is not None:
+            self._set_densities(channel_densities)
+        elif not self.channel_densities:
+            raise AdpruneError(
+                "no densities to prune from: train an epoch and call epoch_end first, "
+                "or pass channel_densities={group name: per-channel densities}"
+            )
+        started = time.perf_counter()
+        event = self._prune(epoch)
+        if event is not None:
+            event.seconds = time.perf_counter() - started
+        return event
+
+    def _set_densities(self, channel_densities: Mapping[str, torch.Tensor]) -> None:
+        widths, given = self.widths, {}
+        for name, values in channel_densities.items():
+            if name in self.skipped:
+                continue
+            if name not in widths:
+                raise AdpruneError(
+                    f"channel_densities names '{name}', which is not a channel group; "
+                    f"groups are {', '.join(widths) or 'none'} (see ADPruner.widths)"
+                )
+            values = torch.as_tensor(values, dtype=torch.float64).detach().cpu().flatten()
+            if values.numel() != widths[name]:
+                raise AdpruneError(
+                    f"channel_densities['{name}'] has {values.numel()} values but the group has "
+                    f"{widths[name]} channels: give one density per channel"
+                )
+            given[name] = values
+        self.channel_densities = given
+        self.densities = {name: float(d.mean()) for name, d in given.items()}
 
     def _prune(self, epoch: int) -> PruneEvent | None:
         before, planned = self.widths, self.planned_widths()
         if planned == before:
             self.finished = True
             return None
+        blocks = {g.name: g.blocks for g in self.groups}
         remove = {
-            name: channels_to_remove(self.channel_densities[name], planned[name])
+            name: channels_to_remove(self.channel_densities[name], planned[name], blocks[name])
             for name in before
             if planned[name] < before[name]
         }
@@ -179,7 +260,7 @@ class ADPruner:
         prune_groups(
             self.model, self.graph, self.groups, remove, self.optimizer, reinit=self.mode == "reinit"
         )
-        self.groups = find_groups(self.graph, self.ignore)
+        self.groups = self._find_groups()
         self.monitor = DensityMonitor(self.model, self.groups)
         self.trigger.reset()
         self._macs = self._flops_per_sample = None

@@ -1,0 +1,146 @@
+"""Lightning callback: activation-density pruning inside `lightning.pytorch.Trainer.fit`.
+
+    from adprune.lightning import ADPruneCallback
+
+    trainer = Trainer(max_epochs=30, callbacks=[ADPruneCallback(prune_at=[10, 20])])
+    trainer.fit(module)
+
+The callback builds an `ADPruner` on the LightningModule and the optimizer the Trainer configured
+(`on_fit_start`), closes every training epoch with `ADPruner.epoch_end` (`on_train_epoch_end`) and
+logs the densities, widths and parameter count through `LightningModule.log` on rank 0. A prune
+shrinks the module's layers in place and edits the optimizer in place (its parameters and their
+state are replaced by the pruned ones), so the Trainer, its strategy and every learning-rate
+scheduler keep holding valid objects.
+
+Lightning is optional: `pip install adprune[lightning]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import AdpruneError
+from .pruner import ADPruner
+
+try:  # the `lightning` package, else the older standalone `pytorch_lightning`
+    import lightning.pytorch as _pl
+except ImportError:  # pragma: no cover - depends on the environment
+    try:
+        import pytorch_lightning as _pl
+    except ImportError:
+        _pl = None
+
+_INSTALL = "ADPruneCallback needs Lightning: pip install adprune[lightning] (or pip install lightning)"
+_PRUNER_OPTIONS = tuple(
+    name
+    for name, p in inspect.signature(ADPruner.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+__all__ = ["ADPruneCallback"]
+
+
+class ADPruneCallback(_pl.Callback if _pl is not None else object):
+    """Prune the LightningModule while it trains, from the activation density of its channels.
+
+    `example_input` is one batch of inputs shaped like the training batches (a few samples are
+    enough); when None, the module's `example_input_array` is used. It is moved to the module's
+    device. Every other keyword goes to `ADPruner` (`prune_at`, `tol`, `patience`, `min_channels`,
+    `round_to`, `mode`, `ignore`, `max_prunes`, `min_reduction`, `check`); epochs are the Trainer's
+    0-based `current_epoch`. The last epoch of `max_epochs` never prunes. `log_groups=False` logs
+    only the mean density, the parameter count and whether the epoch pruned, not one value per
+    group. After `fit` the pruner, with its ledger and prune events, is `callback.pruner`.
+    Needs exactly one optimizer.
+    """
+
+    def __init__(
+        self, example_input: torch.Tensor | None = None, *, log_groups: bool = True, **pruner_kwargs: Any
+    ) -> None:
+        if _pl is None:
+            raise AdpruneError(_INSTALL)
+        unknown = sorted(set(pruner_kwargs) - set(_PRUNER_OPTIONS))
+        if unknown:
+            raise AdpruneError(
+                f"ADPruneCallback got unknown option(s) {', '.join(unknown)}; "
+                f"the pruner takes {', '.join(_PRUNER_OPTIONS)}"
+            )
+        if example_input is not None and not torch.is_tensor(example_input):
+            kind = type(example_input).__name__
+            raise AdpruneError(f"example_input must be a tensor shaped like one training batch, got {kind}")
+        super().__init__()
+        self.example_input = example_input
+        self.log_groups = log_groups
+        self.pruner_kwargs = pruner_kwargs
+        self.pruner: ADPruner | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        optimizers = list(trainer.optimizers)
+        if len(optimizers) != 1:
+            raise AdpruneError(
+                f"ADPruneCallback needs exactly one optimizer, configure_optimizers gave {len(optimizers)}"
+            )
+        (optimizer,) = optimizers
+        if self.pruner is not None and self.pruner.model is pl_module:
+            self.pruner.optimizer = optimizer  # a new fit: Lightning configured a new optimizer
+            return
+        example = self.example_input
+        if example is None:
+            example = getattr(pl_module, "example_input_array", None)
+        if not torch.is_tensor(example):
+            raise AdpruneError(
+                "ADPruneCallback needs an example input: pass ADPruneCallback(example_input=batch_of_inputs) "
+                "or set example_input_array on your LightningModule"
+            )
+        example = example.to(pl_module.device)
+        with _detached_from_trainer(pl_module):
+            self.pruner = ADPruner(pl_module, example, optimizer, **self.pruner_kwargs)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.pruner is None:
+            return
+        epoch = trainer.current_epoch
+        max_epochs = trainer.max_epochs
+        last = max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
+        optimizer = self.pruner.optimizer
+        _, new_optimizer = self.pruner.epoch_end(epoch, last=last)
+        if new_optimizer is not optimizer:  # ADPruner edits in place; keep the Trainer in step if not
+            _replace_optimizer(trainer, optimizer, new_optimizer)
+        self._log(pl_module)
+
+    def _log(self, pl_module) -> None:
+        pruner = self.pruner
+        line = pruner.ledger[-1]
+        metrics: dict[str, float] = {
+            "adprune/density": sum(pruner.densities.values()) / max(len(pruner.densities), 1),
+            "adprune/params": float(line.params_after),
+            "adprune/pruned": float(line.pruned),
+        }
+        if self.log_groups:
+            metrics.update({f"adprune/density/{name}": d for name, d in pruner.densities.items()})
+            metrics.update({f"adprune/width/{name}": float(w) for name, w in pruner.widths.items()})
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
+
+
+def _replace_optimizer(trainer, old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
+    trainer.strategy.optimizers = [new if o is old else o for o in trainer.strategy.optimizers]
+    for config in trainer.lr_scheduler_configs:
+        if getattr(config.scheduler, "optimizer", None) is old:
+            config.scheduler.optimizer = new
+
+
+@contextlib.contextmanager
+def _detached_from_trainer(module: nn.Module) -> Iterator[None]:
+    """Hide the module's back-references to the Trainer while the pruner copies it for its check."""
+    saved = {k: module.__dict__[k] for k in ("_trainer", "_fabric") if module.__dict__.get(k) is not None}
+    for key in saved:
+        module.__dict__[key] = None
+    try:
+        yield
+    finally:
+        module.__dict__.update(saved)
