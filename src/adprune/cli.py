@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import AdpruneError
+from .export_cli import add_parser as add_export_parser
 from .report_cli import add_parser as add_report_parser
 
 
@@ -174,14 +175,12 @@ def _add_train(sub) -> None:
 
 
 def _resumed_config(run_dir: str, progress: bool):
+    from .config_check import validate_config
     from .rundir import CONFIG_FILE, read_json
     from .trainer import TrainConfig
 
-    saved = read_json(Path(run_dir) / CONFIG_FILE)
-    try:
-        config = TrainConfig(**saved)
-    except TypeError as exc:
-        raise AdpruneError(f"{Path(run_dir) / CONFIG_FILE} does not describe a run ({exc})") from None
+    path = Path(run_dir) / CONFIG_FILE
+    config = TrainConfig(**validate_config(read_json(path), path))
     config.out, config.progress = run_dir, progress
     return config
 
@@ -225,6 +224,14 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _one_line(text: str) -> str:
+    """`text` with every character that would break the line (a path may hold one) shown escaped."""
+    return "".join(repr(ch)[1:-1] if ch in _LINE_BREAKS else ch for ch in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `adprune` argument parser."""
     parser = _OneLineParser(prog="adprune", description="Activation-density pruning in training.")
@@ -232,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_compare(sub)
     add_report_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
@@ -241,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.run(args)
     except AdpruneError as exc:
-        print(f"adprune: error: {exc}", file=sys.stderr)
+        print(f"adprune: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("adprune: interrupted", file=sys.stderr)

@@ -8,10 +8,11 @@ processes), in the style of airbench / hlb-CIFAR10.
 
 Normalisation constants. CIFAR-10 and CIFAR-100 use the standard per-channel mean and std of their
 training sets. The MNIST family computes them exactly (float64, from a per-channel histogram of the
-256 pixel values) on the whole training set after the 28 -> 32 padding and any resizing, whatever
-`subset` keeps. Image folders compute them on the training images they read (after `subset`, which
-only reads the files it keeps). Every run records the constants it used in `arch.json`. A channel
-whose std would be below 1/255 (a constant channel) uses 1/255, so normalising never divides by 0.
+256 pixel values) on the whole 32x32 padded training set, whatever `subset` keeps; resizing changes
+them negligibly, and only the kept images are resized. Image folders compute them on the training
+images they read (after `subset`, which only reads the files it keeps). Every run records the
+constants it used in `arch.json`. A channel whose std would be below 1/255 (a constant channel)
+uses 1/255, so normalising never divides by 0.
 """
 
 from __future__ import annotations
@@ -162,10 +163,19 @@ def _first(
     return images[:subset].contiguous(), labels[:subset].contiguous()
 
 
+_MAX_RESIZED_BYTES = 8 * 2**30
+
+
 def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """Resize uint8 `[N, C, H, W]` to `size` x `size` (bilinear, antialiased); unchanged if None or equal."""
     if size is None or images.shape[-2:] == (size, size):
         return images
+    needed = images.shape[0] * images.shape[1] * size * size
+    if needed > _MAX_RESIZED_BYTES:
+        raise AdpruneError(
+            f"resizing {images.shape[0]} images to {size}x{size} needs {needed / 2**30:.0f} GiB: "
+            "choose a smaller --image-size or --subset"
+        )
     out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
     for start in range(0, images.shape[0], 1024):
         block = images[start : start + 1024].float()
@@ -313,8 +323,9 @@ def _load_idx(
         wanted = f"{_IDX_FILES['train_images']}[.gz]"
         raise _not_found(name, root, wanted, dirs, "pass --data-dir or --download")
     all_train_images, all_train_labels = _read_idx_pair(paths, "train")
-    all_train_images = _resize(all_train_images, image_size)
+    stats = _channel_stats(all_train_images)
     train_images, train_labels = _first(all_train_images, all_train_labels, subset)
+    train_images = _resize(train_images, image_size)
     test_images, test_labels = _read_idx_pair(paths, "test")
     augment = Augment(crop_padding=(image_size or 32) // 16, hflip=_IDX_DATASETS[name][1])
     return _splits(
@@ -323,7 +334,7 @@ def _load_idx(
         (_resize(test_images, image_size), test_labels),
         10,
         augment,
-        stats=_channel_stats(all_train_images),
+        stats=stats,
     )
 
 

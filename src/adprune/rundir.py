@@ -57,7 +57,11 @@ def read_json(path: str | Path) -> dict[str, Any]:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AdpruneError(f"{path} not found: is this a run directory written by 'adprune train'?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise AdpruneError(
+            f"cannot read {path} ({exc.strerror or exc}): check that it is a readable file"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5000-digit number, deep nesting
         raise AdpruneError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise AdpruneError(f"{path} must hold a JSON object")

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_json, save_model, shrink_to_widths
+from .checkpoint import MAX_IMAGE_SIZE, MAX_WIDTH_MULTIPLIER, atomic_write_json, save_model, shrink_to_widths
 from .cost import EnergyMeter
 from .data import BatchLoader, DatasetSplits, load_dataset
 from .distributed import DistContext, init_distributed, shutdown
 from .errors import AdpruneError
 from .models import build_model
-from .pruner import ADPruner
+from .pruner import MODES, ADPruner
 from .rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -41,6 +41,17 @@ from .training_state import (
     restore_rng,
     save_training_state,
 )
+
+OPTIMIZERS = ("sgd", "adamw")
+PRUNE_CHOICES = ("adp", "none")
+MAX_EPOCHS = 100_000
+MAX_LR = 100.0
+
+
+def _range_text(low: float, high: float, closed: bool) -> str:
+    if high == math.inf:
+        return f"at least {low}" if closed else f"greater than {low}"
+    return f"in {'[' if closed else '('}{low}, {high:,}]"
 
 
 @dataclass
@@ -81,17 +92,38 @@ class TrainConfig:
     tensorboard: bool = False
 
     def validate(self) -> None:
-        """Raise AdpruneError with a fix for the first option that cannot work."""
-        if self.epochs < 1:
-            raise AdpruneError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise AdpruneError("--batch-size must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise AdpruneError(f"--lr must be a positive number, got {self.lr}")
-        if self.subset is not None and self.subset < 1:
-            raise AdpruneError(f"--subset must be at least 1, got {self.subset}")
-        if not (self.width > 0 and math.isfinite(self.width)):
-            raise AdpruneError(f"--width must be a positive number, got {self.width}")
+        """Raise AdpruneError with a fix for the first option that cannot work.
+
+        Beyond what each option needs, sanity bounds catch typos and damaged config files before
+        anything is allocated: --epochs <= 100,000, --width <= 64, --image-size <= 4096, --lr <= 100.
+        """
+        choices = (("--optimizer", self.optimizer, OPTIMIZERS), ("--prune", self.prune, PRUNE_CHOICES),
+                   ("--mode", self.mode, MODES))  # fmt: skip
+        for option, value, allowed in choices:
+            if value not in allowed:
+                raise AdpruneError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+        ranges = (  # option, value, lowest, highest, whether the lowest itself is allowed
+            ("--epochs", self.epochs, 1, MAX_EPOCHS, True),
+            ("--batch-size", self.batch_size, 2, math.inf, True),  # batch norm needs two samples
+            ("--eval-batch-size", self.eval_batch_size, 1, math.inf, True),
+            ("--subset", 1 if self.subset is None else self.subset, 1, math.inf, True),
+            ("--image-size", 1 if self.image_size is None else self.image_size, 1, MAX_IMAGE_SIZE, True),
+            ("--width", self.width, 0, MAX_WIDTH_MULTIPLIER, False),
+            ("--lr", self.lr, 0, MAX_LR, False),
+            ("--momentum", self.momentum, 0, 1, True),
+            ("--weight-decay", self.weight_decay, 0, 1, True),
+            ("--label-smoothing", self.label_smoothing, 0, 1, True),
+            ("--tol", self.tol, 0, 1, False),
+            ("--patience", self.patience, 1, MAX_EPOCHS, True),
+            ("--min-channels", self.min_channels, 1, math.inf, True),
+            ("--round-to", self.round_to, 1, math.inf, True),
+            ("--max-prunes", self.max_prunes, 0, math.inf, True),
+            ("--min-reduction", self.min_reduction, 0, 1, True),
+            ("--seed", self.seed, 0, 2**63 - 1, True),
+        )
+        for option, value, low, high, closed in ranges:
+            if not ((low <= value) if closed else (low < value)) or not value <= high:  # NaN fails too
+                raise AdpruneError(f"{option} must be {_range_text(low, high, closed)}, got {value}")
         for epoch in self.prune_at or []:
             if not 1 <= epoch < self.epochs:
                 raise AdpruneError(
@@ -103,16 +135,20 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when available, else CPU; any other name must be usable here."""
+    """'auto' is CUDA when available, else CPU; otherwise 'cpu' or an existing 'cuda[:N]'."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise AdpruneError(f"--device {name!r} is not a device name: use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise AdpruneError(f"--device {name!r} is not a device adprune trains on: use auto, cpu or cuda[:N]")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
         raise AdpruneError(
-            f"--device {name} asked for CUDA but no CUDA device is available: use --device cpu"
+            f"--device {name} asked for CUDA device {device.index or 0} but {count} are available: "
+            "use --device cpu or an existing cuda:N"
         )
     return device
 
