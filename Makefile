@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
-DEMO_ARGS ?= --model vgg11 --width 0.5 --dataset fashion-mnist --subset 20000 --epochs 8 --batch-size 128 \
-             --lr 0.05 --seed 0 --no-progress
+DEMO_ARGS ?= --model vgg11 --width 0.5 --dataset fashion-mnist --subset 15000 --epochs 10 --batch-size 128 \
+             --lr 0.05 --seed 0 --patience 1 --max-prunes 2 --no-progress
 
 .PHONY: install install-dev data demo test lint clean
 
@@ -31,7 +31,7 @@ demo: install data
 	$(BIN)/adprune train $(DEMO_ARGS) --prune none --out $(DEMO_DIR)/dense --overwrite
 	$(BIN)/adprune train $(DEMO_ARGS) --prune adp --out $(DEMO_DIR)/adp --overwrite
 	$(BIN)/adprune compare $(DEMO_DIR)/dense $(DEMO_DIR)/adp \
-		--title "Fashion-MNIST, VGG-11 at width 0.5, first 20000 training samples, 8 epochs, CPU; dense vs ADP"
+		--title "Fashion-MNIST (first 15000 training images, full test set), VGG-11 at width 0.5, 10 epochs, CPU: dense vs ADP"
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench examples
