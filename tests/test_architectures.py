@@ -18,15 +18,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MIN_CHANNELS = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build(name: str, size: int) -> nn.Module:
     if name == "vit_tiny":
         return torchvision.models.VisionTransformer(

@@ -16,14 +16,6 @@ from adprune import AdpruneError  # noqa: E402
 from adprune.lightning import ADPruneCallback  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyNet(pl.LightningModule):
     def __init__(self):
         super().__init__()
