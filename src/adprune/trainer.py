@@ -417,15 +417,21 @@ def _record(run: _Run, record: dict[str, Any]) -> None:
     run.log(epoch_line(record, run.config.epochs))
     if not run.ctx.is_main:
         return
-    append_metrics(run.out, record)
-    if run.tensorboard is not None:
-        log_epoch(run.tensorboard, record)
     state = {
         "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
         "pruner": pruner_state(run.pruner),
         "wall_total": run.wall_total, "energy_j": record["energy_j"],
     }  # fmt: skip
-    save_training_state(run.out, record["epoch"], run.model, run.optimizer, state)
+    try:
+        append_metrics(run.out, record)
+        if run.tensorboard is not None:
+            log_epoch(run.tensorboard, record)
+        save_training_state(run.out, record["epoch"], run.model, run.optimizer, state)
+    except OSError as exc:
+        raise AdpruneError(
+            f"cannot write epoch {record['epoch']}'s checkpoint in {run.out} ({exc.strerror or exc}); the "
+            f"previous checkpoint is intact: free space, then 'adprune train --resume {run.out}'"
+        ) from None
 
 
 def _check_ranks_agree(run: _Run) -> None:
@@ -462,7 +468,14 @@ def _finish(run: _Run, record: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print, *, resume: bool = False) -> dict[str, Any]:
+def print_now(line: str) -> None:
+    """Print a line and flush it at once, so logs redirected to a file follow the run live."""
+    print(line, flush=True)
+
+
+def train(
+    config: TrainConfig, log: Callable[[str], None] = print_now, *, resume: bool = False
+) -> dict[str, Any]:
     """Run one training job end to end and return its summary (also written to `summary.json`).
 
     With `resume`, continue the run in `config.out` from its newest good checkpoint: the epochs after
