@@ -16,27 +16,20 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .groups import eval_mode
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters of `model`."""
     return sum(p.numel() for p in model.parameters())
 
 
-def _counted_flops(fn) -> int:
+def _counted_flops(model: nn.Module, fn) -> int:
+    """FLOPs of `fn()`, run with `model` in eval mode so no BatchNorm statistic and no density count moves."""
     counter = FlopCounterMode(display=False)
-    with counter:
+    with eval_mode(model), counter:
         fn()
     return int(counter.get_total_flops())
-
-
-def _in_eval_mode(model: nn.Module, fn):
-    """Run `fn` with the model in eval mode so no BatchNorm statistic and no density count moves."""
-    was_training = model.training
-    model.eval()
-    try:
-        return fn()
-    finally:
-        model.train(was_training)
 
 
 def inference_macs(model: nn.Module, example_input: torch.Tensor) -> int:
@@ -47,7 +40,7 @@ def inference_macs(model: nn.Module, example_input: torch.Tensor) -> int:
         with torch.no_grad():
             model(sample)
 
-    return _in_eval_mode(model, lambda: _counted_flops(forward)) // 2
+    return _counted_flops(model, forward) // 2
 
 
 def training_flops_per_sample(model: nn.Module, example_input: torch.Tensor) -> int:
@@ -63,7 +56,7 @@ def training_flops_per_sample(model: nn.Module, example_input: torch.Tensor) -> 
             output = model(example_input)
             torch.autograd.grad(output.float().sum(), params, allow_unused=True)
 
-    return _in_eval_mode(model, lambda: _counted_flops(step)) // example_input.shape[0]
+    return _counted_flops(model, step) // example_input.shape[0]
 
 
 class EnergyMeter:
