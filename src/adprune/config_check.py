@@ -16,7 +16,8 @@ def _conform(value: object, kind: Any) -> tuple[bool, object]:
     """Whether `value` (from JSON) is of the annotated type `kind`, and the value as that type.
 
     Handles the annotations `TrainConfig` uses: bool, int (not bool), float (finite; an int is
-    converted), str (no NUL character, which no path or name can hold), list[X] and X | None.
+    converted), str (no NUL character, which no path or name can hold), list[X], dict[str, X] and
+    X | None.
     """
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
@@ -31,6 +32,13 @@ def _conform(value: object, kind: Any) -> tuple[bool, object]:
             return False, value
         converted = [_conform(v, item) for v in value]
         return all(ok for ok, _ in converted), [v for _, v in converted]
+    if origin is dict:
+        key_kind, item = typing.get_args(kind)
+        if not isinstance(value, dict):
+            return False, value
+        converted = {k: _conform(v, item) for k, v in value.items()}
+        keys_ok = all(_conform(k, key_kind)[0] for k in value)
+        return keys_ok and all(ok for ok, _ in converted.values()), {k: v for k, (_, v) in converted.items()}
     if kind is bool:
         return isinstance(value, bool), value
     if kind is int:

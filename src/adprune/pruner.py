@@ -14,8 +14,10 @@ from .cost import count_parameters, inference_macs, training_flops_per_sample
 from .density import DensityMonitor
 from .errors import AdpruneError
 from .groups import build_graph, find_groups
+from .importance import IMPORTANCES, weight_scores
 from .plan import ConvergenceTrigger, parameter_reduction, plan_widths
 from .surgery import channels_to_remove, find_unprunable, prune_groups
+from .targets import fit_widths, parameters_at, ranked_widths
 
 MODES = ("inherit", "reinit")
 
@@ -63,6 +65,13 @@ class ADPruner:
     Layers named in `ignore` (module names or modules) keep their output width; the classifier and
     the input channels are never pruned.
 
+    The same machinery runs the peer methods the benchmark compares ADP with. `importance` ranks
+    which channels go: `density` (ADP), `l1` (the L1 norm of each filter) or `bn_scale` (the
+    BatchNorm scale; groups without one fall back to density). `schedule` ({epoch: {group: width}})
+    replaces the plan by given widths at given epochs (pruning ends after its last epoch).
+    `target_params` replaces the plan by a global ranking of all channels by `importance`, cut where
+    the model has the parameter count closest to the target (Network Slimming's global threshold).
+
     Channel groups that cannot be pruned safely are left alone and listed in `skipped` (group name
     -> reason): groups that reach attention or a recurrent layer, or pass through a reshape
     Torch-Pruning cannot map (a channel shuffle), and, with `check=True`, groups whose removal fails
@@ -88,9 +97,16 @@ class ADPruner:
         max_prunes: int = 3,
         min_reduction: float = 0.05,
         check: bool = True,
+        importance: str = "density",
+        schedule: Mapping[int, Mapping[str, int]] | None = None,
+        target_params: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise AdpruneError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if importance not in IMPORTANCES:
+            raise AdpruneError(f"importance must be one of {', '.join(IMPORTANCES)}, got {importance!r}")
+        if target_params is not None and schedule is not None:
+            raise AdpruneError("give a width schedule or a target parameter count, not both")
         if min_channels < 1 or round_to < 1 or max_prunes < 0:
             raise AdpruneError("min_channels and round_to must be >= 1 and max_prunes >= 0")
         self.model = model
@@ -105,6 +121,9 @@ class ADPruner:
         self.trigger = ConvergenceTrigger(tol=tol, patience=patience)
         self.ignore = [model.get_submodule(m) if isinstance(m, str) else m for m in ignore]
         self.check = check
+        self.importance = importance
+        self.schedule = None if schedule is None else {int(e): dict(w) for e, w in schedule.items()}
+        self.target_params = target_params
         self.skipped: dict[str, str] = {}
         self.events: list[PruneEvent] = []
         self.ledger: list[EpochCost] = []
@@ -114,6 +133,8 @@ class ADPruner:
         self._flops_per_sample: int | None = None
         self._macs: int | None = None
         self._attach()
+        for epoch in self.schedule or {}:
+            self._scheduled_widths(epoch)  # fail now on names or widths that can never work
 
     def _attach(self) -> None:
         self.graph = build_graph(self.model, self.example_input)
@@ -150,6 +171,8 @@ class ADPruner:
     def _due(self, epoch: int, converged: bool) -> bool:
         if self.finished:
             return False
+        if self.schedule is not None:
+            return epoch in self.schedule
         if self.prune_at is not None:
             return epoch in self.prune_at
         return converged
@@ -244,14 +267,51 @@ class ADPruner:
         self.channel_densities = given
         self.densities = {name: float(d.mean()) for name, d in given.items()}
 
+    def _scores(self) -> dict[str, torch.Tensor]:
+        """Per-channel importance of every group under `importance` (density where a score is missing)."""
+        scores = {}
+        for group in self.groups:
+            by_weight = self.importance != "density"
+            score = weight_scores(self.graph, group, self.importance) if by_weight else None
+            scores[group.name] = score if score is not None else self.channel_densities[group.name]
+        return scores
+
+    def _scheduled_widths(self, epoch: int) -> dict[str, int]:
+        widths = self.widths
+        for name, width in self.schedule[epoch].items():
+            if name in self.skipped:
+                continue
+            if name not in widths or not 1 <= width <= widths[name]:
+                raise AdpruneError(
+                    f"the width schedule asks for {width} channels in '{name}' at epoch {epoch}, but the "
+                    f"group {'does not exist' if name not in widths else f'has {widths[name]}'}: give "
+                    "widths of existing groups, at most their current width"
+                )
+            widths[name] = width
+        return widths
+
+    def _target_widths(self, scores: Mapping[str, torch.Tensor]) -> dict[str, int]:
+        blocks = {g.name: g.blocks for g in self.groups}
+        return fit_widths(
+            self.target_params,
+            lambda keep: ranked_widths(scores, keep, min_channels=self.min_channels, blocks=blocks),
+            lambda widths: parameters_at(self.model, self.example_input, widths),
+        )
+
     def _prune(self, epoch: int) -> PruneEvent | None:
-        before, planned = self.widths, self.planned_widths()
+        before, scores = self.widths, self._scores()
+        if self.schedule is not None and epoch in self.schedule:
+            planned = self._scheduled_widths(epoch)
+        elif self.target_params is not None:
+            planned = self._target_widths(scores)
+        else:
+            planned = self.planned_widths()
         if planned == before:
             self.finished = True
             return None
         blocks = {g.name: g.blocks for g in self.groups}
         remove = {
-            name: channels_to_remove(self.channel_densities[name], planned[name], blocks[name])
+            name: channels_to_remove(scores[name], planned[name], blocks[name])
             for name in before
             if planned[name] < before[name]
         }
@@ -267,6 +327,8 @@ class ADPruner:
         event = PruneEvent(epoch, before, self.widths, params_before, count_parameters(self.model), 0.0)
         self.events.append(event)
         reduction = parameter_reduction(event.params_before, event.params_after)
-        if len(self.events) >= self.max_prunes or reduction < self.min_reduction:
+        if self.schedule is not None:
+            self.finished = epoch >= max(self.schedule)
+        elif len(self.events) >= self.max_prunes or reduction < self.min_reduction:
             self.finished = True
         return event

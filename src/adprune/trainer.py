@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 from tqdm import tqdm
 
@@ -22,7 +23,8 @@ from .cost import EnergyMeter
 from .data import BatchLoader, DatasetSplits, load_dataset
 from .distributed import DistContext, init_distributed, shutdown
 from .errors import AdpruneError
-from .models import build_model
+from .importance import IMPORTANCES
+from .models import build_model, output_layer
 from .pruner import MODES, ADPruner
 from .rundir import (
     CONFIG_FILE,
@@ -84,6 +86,11 @@ class TrainConfig:
     min_reduction: float = 0.05
     mode: str = "inherit"
     ignore: list[str] = dataclasses.field(default_factory=list)
+    importance: str = "density"
+    width_schedule: dict[str, dict[str, int]] | None = None
+    target_params: int | None = None
+    initial_widths: dict[str, int] | None = None
+    bn_l1: float = 0.0
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
@@ -98,7 +105,7 @@ class TrainConfig:
         anything is allocated: --epochs <= 100,000, --width <= 64, --image-size <= 4096, --lr <= 100.
         """
         choices = (("--optimizer", self.optimizer, OPTIMIZERS), ("--prune", self.prune, PRUNE_CHOICES),
-                   ("--mode", self.mode, MODES))  # fmt: skip
+                   ("--mode", self.mode, MODES), ("--importance", self.importance, IMPORTANCES))  # fmt: skip
         for option, value, allowed in choices:
             if value not in allowed:
                 raise AdpruneError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
@@ -120,6 +127,8 @@ class TrainConfig:
             ("--max-prunes", self.max_prunes, 0, math.inf, True),
             ("--min-reduction", self.min_reduction, 0, 1, True),
             ("--seed", self.seed, 0, 2**63 - 1, True),
+            ("--target-params", 1 if self.target_params is None else self.target_params, 1, math.inf, True),
+            ("--bn-l1", self.bn_l1, 0, 1, True),
         )
         for option, value, low, high, closed in ranges:
             if not ((low <= value) if closed else (low < value)) or not value <= high:  # NaN fails too
@@ -132,6 +141,27 @@ class TrainConfig:
                 )
         if self.prune_at and self.prune == "none":
             raise AdpruneError("--prune-at needs --prune adp")
+        self._validate_widths()
+
+    def _validate_widths(self) -> None:
+        if self.prune == "none" and (self.width_schedule is not None or self.target_params is not None):
+            raise AdpruneError("a width schedule or --target-params needs --prune adp")
+        if self.width_schedule is not None and self.target_params is not None:
+            raise AdpruneError("give a width schedule or --target-params, not both")
+        for epoch, widths in (self.width_schedule or {}).items():
+            if not (epoch.isdigit() and 1 <= int(epoch) < self.epochs):
+                raise AdpruneError(
+                    f"width schedule epoch {epoch!r} is not an epoch in 1..{self.epochs - 1}: key each "
+                    "widths mapping by the epoch after which to prune"
+                )
+            self._check_widths(f"width schedule epoch {epoch}", widths)
+        self._check_widths("initial widths", self.initial_widths or {})
+
+    @staticmethod
+    def _check_widths(what: str, widths: dict[str, int]) -> None:
+        for name, width in widths.items():
+            if not 1 <= width <= 2**31:
+                raise AdpruneError(f"{what}: width {width} for '{name}' must be a positive channel count")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,6 +259,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
             loss = run.loss_fn(output, labels)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if run.sparsity is not None:
+            run.sparsity.regularize(run.model)
         run.optimizer.step()
         loss = loss.detach().float()
         loss_sum += loss * labels.shape[0]
@@ -269,6 +301,7 @@ class _Run:
     energy: EnergyMeter
     energy_before: float | None
     tensorboard: Any = None
+    sparsity: tp.pruner.BNScalePruner | None = None
 
 
 def _validate_ignore(model: nn.Module, names: list[str]) -> None:
@@ -329,12 +362,15 @@ def _setup(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tup
     if saved is not None:
         shrink_to_widths(model, example, saved.state["widths"])
         model.load_state_dict(saved.model)
+    elif config.initial_widths:
+        shrink_to_widths(model, example, config.initial_widths)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     pruner = ADPruner(
         model, example, optimizer, prune_at=config.prune_at, tol=config.tol, patience=config.patience,
         min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
         max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
+        importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
     )  # fmt: skip
     train_loader = BatchLoader(
         splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
@@ -372,8 +408,18 @@ def _setup(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tup
         if ctx.is_main:
             keep_metrics_until(out, 0)
         run.log(f"no checkpoint in {out} yet: starting it from epoch 1")
+    if config.bn_l1 > 0 and not pruner.events:
+        run.sparsity = _bn_sparsity(model, example, config.bn_l1)
     run.energy.start()
     return run, first_epoch
+
+
+def _bn_sparsity(model: nn.Module, example: torch.Tensor, strength: float) -> tp.pruner.BNScalePruner:
+    """Network Slimming's L1 penalty on BatchNorm scales (Torch-Pruning's regulariser), for the
+    training before the first prune; the classifier is left out."""
+    return tp.pruner.BNScalePruner(
+        model, example, tp.importance.BNScaleImportance(), reg=strength, ignored_layers=[output_layer(model)]
+    )
 
 
 def _energy(run: _Run) -> float | None:
@@ -397,6 +443,7 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     cost = run.pruner.ledger[-1]
     if cost.pruned:
         run.wrapped = run.ctx.wrap(run.model)
+        run.sparsity = None
     run.scheduler.step()
     wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s}
     for key, seconds in wall.items():
