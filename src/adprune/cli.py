@@ -1,4 +1,4 @@
-"""The `adprune` command line: train, compare, report."""
+"""The `adprune` command line: train, compare, report, export, bench."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .bench_cli import add_parser as add_bench_parser
 from .errors import AdpruneError
 from .export_cli import add_parser as add_export_parser
 from .report_cli import add_parser as add_report_parser
@@ -26,6 +27,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated epoch numbers like 3,6, got {text!r}"
         ) from None
+
+
+def _json_file(path: str):
+    from .rundir import read_json
+
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path} is not a file: give a JSON file")
+    try:
+        return read_json(Path(path))
+    except AdpruneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _name_list(text: str) -> list[str]:
@@ -154,6 +166,36 @@ def _add_train(sub) -> None:
         "weights; reinit: fresh weights at the new widths (default: %(default)s)",
     )
     a("--ignore", type=_name_list, default=[], help="comma-separated module names whose output width is kept")
+    a(
+        "--importance",
+        choices=("density", "l1", "bn_scale"),
+        default=d.importance,
+        help="which channels a prune removes: the least dense (ADP), the smallest filter L1 norms, or the "
+        "smallest BatchNorm scales (default: %(default)s)",
+    )
+    a(
+        "--width-schedule",
+        type=_json_file,
+        metavar="FILE",
+        help='JSON {"epoch": {"group": width}}: prune to these widths after these epochs instead of the plan',
+    )
+    a(
+        "--target-params",
+        type=int,
+        help="prune to about this many parameters by one global ranking of channels by --importance",
+    )
+    a(
+        "--initial-widths",
+        type=_json_file,
+        metavar="FILE",
+        help='JSON {"group": width}: start from the network shrunk to these widths (first channels kept)',
+    )
+    a(
+        "--bn-l1",
+        type=float,
+        default=d.bn_l1,
+        help="L1 penalty on BatchNorm scales until the first prune (Network Slimming; e.g. 1e-4)",
+    )
     a("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     a("--device", default=d.device, help="auto|cpu|cuda|cuda:N (default: %(default)s)")
     a("--out", help="run directory to create (required unless --resume)")
@@ -193,8 +235,11 @@ def _run_train(args: argparse.Namespace) -> int:
     elif not args.out:
         raise AdpruneError("--out is required: name the run directory to create (or --resume RUN_DIR)")
     else:
+        from .config_check import validate_config
+
         fields = TrainConfig.__dataclass_fields__
-        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+        options = {**TrainConfig(out="").__dict__, **{k: v for k, v in vars(args).items() if k in fields}}
+        config = TrainConfig(**validate_config(options, "the command line"))
     summary = train(config, resume=bool(args.resume))
     print(
         f"done: test accuracy {100 * summary['test_acc']:.2f}%, params {summary['params']:,} "
@@ -240,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     add_report_parser(sub)
     add_export_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

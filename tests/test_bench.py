@@ -1,0 +1,133 @@
+"""`adprune bench` end to end on tiny Fashion-MNIST runs: the table is the ledger's figures."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from adprune.bench import (
+    ENERGY_ESTIMATE_NOTE,
+    BenchConfig,
+    estimated_energy_j,
+    load_bench_config,
+    run_bench,
+    uniform_initial_widths,
+)
+from adprune.cli import main
+from adprune.trainer import TrainConfig
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(
+    not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
+TRAIN = {
+    "model": "vgg11", "width": 0.125, "dataset": "fashion-mnist", "subset": 256, "epochs": 2,
+    "batch_size": 64, "eval_batch_size": 1000, "prune_at": [1], "max_prunes": 1, "device": "cpu",
+}  # fmt: skip
+
+
+def _last_record(run: str) -> dict:
+    return json.loads((Path(run) / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def _summary(run: str) -> dict:
+    return json.loads((Path(run) / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def two_methods(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    config = BenchConfig(name="tiny", train=TRAIN, methods=["dense", "adp-inherit"], description="tiny")
+    logs: list[str] = []
+    result = run_bench(config, root / "runs", root / "results", log=logs.append)
+    return root, config, result, logs
+
+
+def test_every_figure_of_the_table_is_the_runs_ledger(two_methods):
+    root, _, result, _ = two_methods
+    dense, adp = result["rows"]
+    assert [dense["method"], adp["method"]] == ["dense", "adp-inherit"]
+    base, last = _last_record(dense["runs"][0]), _last_record(adp["runs"][0])
+    for key in ("params", "macs", "train_flops_total"):
+        assert dense[key] == base[key] and adp[key] == last[key]
+        assert adp[f"{key}_x"] == base[key] / last[key]
+    assert adp["params_x"] > 2  # the prune after epoch 1 happened
+    assert adp["prune_epochs"] == [[1]] and dense["prune_epochs"] == [[]]
+    assert adp["acc_delta_pts"] == 100 * (last["test_acc"] - base["test_acc"])
+    assert adp["wall_s"] == _summary(adp["runs"][0])["wall_s"]["train"]
+    assert adp["energy_est_j"] == estimated_energy_j(last["train_flops_total"])
+    assert adp["energy_est_j"] == pytest.approx(last["train_flops_total"] / 2 * 4.6e-12, rel=1e-12)
+    assert adp["energy_est_j_x"] == adp["train_flops_total_x"]
+    table = (root / "results" / "tiny.md").read_text()
+    line = next(row for row in table.splitlines() if row.startswith("| adp-inherit |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == f"{adp['params_x']:.2f}" and cells[8] == f"{adp['train_flops_total_x']:.2f}"
+    assert cells[2] == f"{adp['acc_delta_pts']:+.2f}" and cells[-1] == "1"
+    assert ENERGY_ESTIMATE_NOTE in table
+    assert json.loads((root / "results" / "tiny.json").read_text())["rows"] == result["rows"]
+
+
+def test_a_second_bench_reuses_finished_runs(two_methods):
+    root, config, result, _ = two_methods
+    logs: list[str] = []
+    again = run_bench(config, root / "runs", root / "results", log=logs.append)
+    assert again["rows"] == result["rows"]
+    assert sum("reusing the finished run" in line for line in logs) == 2
+    assert not any(line.startswith("epoch") for line in logs)
+
+
+def test_matched_methods_take_adp_inherits_count_widths_and_epoch(tmp_path):
+    train = {**TRAIN, "epochs": 3, "prune_at": [2]}
+    config = BenchConfig(name="matched", train=train, methods=["uniform", "slimming", "l1-filter"])
+    result = run_bench(config, tmp_path / "runs", tmp_path / "results", log=lambda _: None)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == ["uniform", "slimming", "l1-filter"]  # adp-inherit ran, but was not asked for
+    adp = _summary(str(tmp_path / "runs" / "adp-inherit" / "seed-0"))
+    target = adp["params"]
+    assert _summary(rows["l1-filter"]["runs"][0])["widths"] == adp["widths"]
+    assert rows["l1-filter"]["prune_epochs"] == rows["slimming"]["prune_epochs"] == [[2]]
+    slim = json.loads((Path(rows["slimming"]["runs"][0]) / "config.json").read_text())
+    assert slim["importance"] == "bn_scale" and slim["target_params"] == target and slim["bn_l1"] == 1e-4
+    uniform = json.loads((Path(rows["uniform"]["runs"][0]) / "config.json").read_text())
+    dense_config = TrainConfig(**{**TRAIN, "epochs": 3, "prune_at": None, "out": str(tmp_path)})
+    adp_run = tmp_path / "runs" / "adp-inherit" / "seed-0"
+    assert uniform["initial_widths"] == uniform_initial_widths(dense_config, adp_run, target)
+    for method in ("uniform", "slimming"):
+        assert abs(rows[method]["params"] - target) / target < 0.05
+    assert "no dense row" in result["notes"][0]
+
+
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        ({"name": "x", "train": TRAIN, "methods": ["dense", "magic"]}, "magic"),
+        ({"name": "x", "train": TRAIN, "colour": 1}, "unknown keys ['colour']"),
+        ({"name": "x", "train": TRAIN, "early_k": [2]}, "early_k must list epochs in 1..1"),
+        ({"name": "x", "train": {**TRAIN, "epochs": 0}}, "--epochs must be"),
+        ({"name": "x", "train": {**TRAIN, "optimiser": "sgd"}}, "unknown training options ['optimiser']"),
+        ({"name": "../x", "train": TRAIN}, "plain file name"),
+        ({"name": "x", "train": TRAIN, "seeds": 0}, "seeds must be"),
+        ({"train": TRAIN}, "needs 'name'"),
+    ],
+)
+def test_a_bad_bench_configuration_is_one_line_and_exit_2(tmp_path, capsys, obj, fragment):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(obj))
+    assert main(["bench", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("adprune: error: ") and fragment in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_shipped_configurations_are_valid():
+    configs = sorted(Path(__file__).parents[1].glob("bench/configs/*.json"))
+    assert {p.stem for p in configs} >= {
+        "fashion-cpu", "cifar10-vgg19", "cifar10-resnet18", "cifar100-vgg19", "tinyimagenet-resnet18",
+    }  # fmt: skip
+    for path in configs:
+        config = load_bench_config(path)
+        assert config.name == path.stem and re.fullmatch(r"[a-z0-9-]+", config.name)
+        assert set(config.methods) == {
+            "dense", "adp-inherit", "adp-reinit", "adp-early-k", "uniform", "slimming", "l1-filter",
+        }  # fmt: skip
