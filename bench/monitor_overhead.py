@@ -9,13 +9,12 @@ machine noise hits both arms alike; the result is the ratio of the two medians.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _common import machine, write_result
 from torch import nn
 
 from adprune.data import BatchLoader, load_dataset
@@ -128,14 +127,7 @@ def main() -> None:
             f"monitored {1000 * monitored:8.2f} ms  overhead {row['overhead_pct']:+.2f}%",
             flush=True,
         )
-    result = {
-        "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "rows": rows,
-    }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, {**machine(device), "rows": rows})
 
 
 if __name__ == "__main__":
