@@ -108,6 +108,8 @@ def test_matched_methods_take_adp_inherits_count_widths_and_epoch(tmp_path):
         ({"name": "x", "train": {**TRAIN, "optimiser": "sgd"}}, "unknown training options ['optimiser']"),
         ({"name": "../x", "train": TRAIN}, "plain file name"),
         ({"name": "x", "train": TRAIN, "seeds": 0}, "seeds must be"),
+        ({"name": "x", "train": TRAIN, "seeds": True}, "seeds must be"),
+        ({"name": "x", "train": TRAIN, "description": 3}, "description must be a string"),
         ({"train": TRAIN}, "needs 'name'"),
     ],
 )

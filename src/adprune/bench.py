@@ -92,6 +92,10 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     return config
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_bench_config(config: BenchConfig, path: Path) -> None:
     bad = [m for m in config.methods if m not in METHODS] if isinstance(config.methods, list) else ["?"]
     if bad or not config.methods:
@@ -99,13 +103,15 @@ def _check_bench_config(config: BenchConfig, path: Path) -> None:
     name = config.name
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise AdpruneError(f"{path}: name must be a plain file name, got {config.name!r}")
-    if not (isinstance(config.seeds, int) and 1 <= config.seeds <= 100):
+    if not isinstance(config.description, str):
+        raise AdpruneError(f"{path}: description must be a string, got {config.description!r:.80}")
+    if not (_whole(config.seeds) and 1 <= config.seeds <= 100):
         raise AdpruneError(f"{path}: seeds must be a whole number in 1..100, got {config.seeds!r}")
     if not (isinstance(config.slimming_l1, (int, float)) and 0 <= config.slimming_l1 <= 1):
         raise AdpruneError(f"{path}: slimming_l1 must be a number in [0, 1], got {config.slimming_l1!r}")
     base = base_train_config(config, "unused", 0)
     if not isinstance(config.early_k, list) or not all(
-        isinstance(k, int) and 1 <= k < base.epochs for k in config.early_k
+        _whole(k) and 1 <= k < base.epochs for k in config.early_k
     ):
         raise AdpruneError(
             f"{path}: early_k must list epochs in 1..{base.epochs - 1}, got {config.early_k!r}"
