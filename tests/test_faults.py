@@ -64,11 +64,15 @@ def _checkpoints(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "checkpoints").iterdir())
 
 
+def _train_with_fault(fault: str, out: Path) -> str:
+    """Train with `fault` injected; the one-line error it ends with."""
+    command = _command(fault, [*TRAIN, "--out", str(out)])
+    return _one_line_error(subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600))
+
+
 def test_nan_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(_command(NAN_AT_EPOCH_2_STEP_3, [*TRAIN, "--out", str(out)]), capture_output=True,
-                            text=True, env=_env(), timeout=600)  # fmt: skip
-    line = _one_line_error(result)
+    line = _train_with_fault(NAN_AT_EPOCH_2_STEP_3, out)
     assert "epoch 2, step 3" in line and "--resume" in line
     assert _checkpoints(out) == ["epoch-0001"]
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
@@ -76,9 +80,7 @@ def test_nan_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_pa
 
 def test_full_disk_while_checkpointing_leaves_the_previous_checkpoint_intact(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(_command(DISK_FULL_AT_EPOCH_2, [*TRAIN, "--out", str(out)]), capture_output=True,
-                            text=True, env=_env(), timeout=600)  # fmt: skip
-    line = _one_line_error(result)
+    line = _train_with_fault(DISK_FULL_AT_EPOCH_2, out)
     assert "No space left on device" in line and "previous checkpoint is intact" in line
     assert _checkpoints(out) == ["epoch-0001"]
     command = _command("", ["train", "--resume", str(out), "--no-progress"])

@@ -182,13 +182,13 @@ def test_malformed_arch_is_refused_before_building(run_copy, damage, monkeypatch
     arch = json.loads((run_copy / "arch.json").read_text())
     (run_copy / "arch.json").write_text(json.dumps(damage(arch)))
 
-    build = checkpoint._build_dense
+    build = checkpoint.build_dense
 
     def meta_only(arch, device):
         assert device == "meta", "a model was built on a real device from a malformed arch.json"
         return build(arch, device)
 
-    monkeypatch.setattr(checkpoint, "_build_dense", meta_only)
+    monkeypatch.setattr(checkpoint, "build_dense", meta_only)
     with pytest.raises(AdpruneError, match=r"arch\.json") as caught:
         adprune.load(run_copy)
     assert "\n" not in str(caught.value)

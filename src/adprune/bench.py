@@ -31,12 +31,11 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, read_arch
+from .checkpoint import atomic_write_bytes, atomic_write_json, build_dense, read_arch
 from .compare import human_number
 from .config_check import validate_config
 from .errors import AdpruneError
 from .groups import build_graph, find_groups
-from .models import build_model
 from .rundir import CONFIG_FILE, SUMMARY_FILE, read_json
 from .targets import fit_widths, parameters_at, uniform_widths
 from .trainer import TrainConfig, print_now, train
@@ -139,14 +138,10 @@ def _adp_outcome(summary: dict[str, Any], method: str) -> tuple[int, list[dict[s
     return summary["params"], prunes
 
 
-def _dense_widths(config: TrainConfig, adp_run: Path) -> tuple[torch.nn.Module, torch.Tensor, list]:
-    """The freshly built dense model of `config`, an example input, and its prunable groups."""
+def _dense_groups(adp_run: Path) -> tuple[torch.nn.Module, torch.Tensor, list]:
+    """The dense model `adp_run` started from (freshly built), an example input, and its prunable groups."""
     arch = read_arch(adp_run)
-    torch.manual_seed(config.seed)
-    model = build_model(
-        arch["model"], in_channels=arch["in_channels"], num_classes=arch["num_classes"],
-        image_size=arch["image_size"], width=arch["width"],
-    )  # fmt: skip
+    model = build_dense(arch)
     example = torch.zeros(2, arch["in_channels"], arch["image_size"], arch["image_size"])
     groups = [g for g in find_groups(build_graph(model, example)) if g.skip_reason is None]
     return model, example, groups
@@ -154,7 +149,7 @@ def _dense_widths(config: TrainConfig, adp_run: Path) -> tuple[torch.nn.Module, 
 
 def uniform_initial_widths(config: TrainConfig, adp_run: Path, target_params: int) -> dict[str, int]:
     """One shrink factor for every group of `config`'s dense model, fitted to `target_params`."""
-    model, example, groups = _dense_widths(config, adp_run)
+    model, example, groups = _dense_groups(adp_run)
     widths, blocks = {g.name: g.width for g in groups}, {g.name: g.blocks for g in groups}
     return fit_widths(
         target_params,

@@ -174,7 +174,8 @@ def read_arch(run_dir: str | Path) -> dict[str, Any]:
     return arch
 
 
-def _build_dense(arch: Mapping[str, Any], device: torch.device | str) -> nn.Module:
+def build_dense(arch: Mapping[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    """The freshly initialised dense model an `arch.json` mapping describes, on `device`."""
     from .models import build_model
 
     with torch.device(device):
@@ -196,7 +197,7 @@ def _check_size(arch: Mapping[str, Any], path: Path) -> None:
 
     if arch["model"].startswith(TV_PREFIX):
         return
-    count = sum(p.numel() for p in _build_dense(arch, "meta").parameters())
+    count = sum(p.numel() for p in build_dense(arch, "meta").parameters())
     if count > MAX_PARAMETERS:
         raise AdpruneError(
             f"{path} describes a model of {count:,} parameters, more than the {MAX_PARAMETERS:,} adprune "
@@ -244,7 +245,7 @@ def load(run_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     arch = read_arch(run_dir)
     arch_path, path = Path(run_dir) / ARCH_FILE, Path(run_dir) / MODEL_FILE
     _check_size(arch, arch_path)
-    model = _build_dense(arch, "cpu")
+    model = build_dense(arch, "cpu")
     example = torch.zeros(1, arch["in_channels"], arch["image_size"], arch["image_size"])
     try:
         shrink_to_widths(model, example, arch["widths"])
