@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from adprune.bench import cpu_name
+from adprune.bench.table import cpu_name
 
 
 def machine(device: torch.device | str) -> dict[str, Any]:

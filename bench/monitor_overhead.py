@@ -17,10 +17,11 @@ import torch
 from _common import machine, write_result
 from torch import nn
 
-from adprune.data import BatchLoader, load_dataset
-from adprune.density import DensityMonitor
-from adprune.groups import build_graph, find_groups
 from adprune.models import build_model
+from adprune.prune.density import DensityMonitor
+from adprune.prune.groups import find_groups
+from adprune.prune.tp_compat import build_graph
+from adprune.train.data import BatchLoader, load_dataset
 
 RESULTS = Path(__file__).parent / "results"
 

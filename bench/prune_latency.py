@@ -21,9 +21,9 @@ import torch
 from _common import machine, write_result
 from torch import nn
 
-from adprune.cost import count_parameters
 from adprune.models import build_model
-from adprune.pruner import ADPruner
+from adprune.prune.cost import count_parameters
+from adprune.prune.pruner import ADPruner
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_S = 1.0

@@ -25,9 +25,9 @@ from _common import machine, write_result
 from torch import nn
 
 import adprune
-from adprune.checkpoint import read_arch
-from adprune.cost import count_parameters, inference_macs
 from adprune.errors import AdpruneError
+from adprune.prune.cost import count_parameters, inference_macs
+from adprune.runs.model_files import read_arch
 
 RESULTS = Path(__file__).parent / "results"
 SAME_KEYS = ("in_channels", "image_size", "num_classes")  # both models must agree on these

@@ -5,7 +5,7 @@
 The loop is plain PyTorch; adprune adds three lines: build the pruner, train as usual (the pruner's
 hooks count activation densities during the training forwards), and close each epoch with
 `pruner.epoch_end(epoch)`, which may shrink the model and remap the optimizer in place. The data
-comes from `adprune.data` (the whole dataset as tensors, augmentation as tensor ops); any
+comes from `adprune.train.data` (the whole dataset as tensors, augmentation as tensor ops); any
 DataLoader works the same way.
 """
 
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import adprune
-from adprune.data import BatchLoader, load_dataset
 from adprune.models import build_model
+from adprune.train.data import BatchLoader, load_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

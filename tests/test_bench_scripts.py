@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import adprune
-from adprune.checkpoint import shrink_to_widths
-from adprune.cost import count_parameters, inference_macs
-from adprune.groups import build_graph, find_groups
 from adprune.models import build_model
-from adprune.trainer import TrainConfig, train
+from adprune.prune.cost import count_parameters, inference_macs
+from adprune.prune.groups import find_groups
+from adprune.prune.surgery import shrink_to_widths
+from adprune.prune.tp_compat import build_graph
+from adprune.train.config import TrainConfig
+from adprune.train.loop import train
 
 BENCH = Path(__file__).parents[1] / "bench"
 FASHION = Path("/usr/share/datasets/fashion-mnist")

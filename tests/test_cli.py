@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import adprune
-from adprune.data import BatchLoader, load_dataset
-from adprune.trainer import evaluate
+from adprune.train.data import BatchLoader, load_dataset
+from adprune.train.loop import evaluate
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(

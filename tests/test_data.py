@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from adprune import data
-from adprune.data import Augment, BatchLoader, crop_flip, dataset_names, default_data_dir, load_dataset
 from adprune.errors import AdpruneError
+from adprune.train.data import Augment, BatchLoader, crop_flip, dataset_names, default_data_dir, load_dataset
+from adprune.train.data import idx as data
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

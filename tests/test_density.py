@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adprune.density import DensityMonitor
-from adprune.groups import build_graph, find_groups
+from adprune.prune.density import DensityMonitor
+from adprune.prune.groups import find_groups
+from adprune.prune.tp_compat import build_graph
 
 
 def _monitor(model, example):

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import adprune
-from adprune import checkpoint
+from adprune.cli.export import add_parser
 from adprune.errors import AdpruneError
-from adprune.export import export_model
-from adprune.export_cli import add_parser
 from adprune.models import build_model
+from adprune.runs import atomic
+from adprune.runs import model_files as checkpoint
+from adprune.runs.export import export_model
 
 MODELS = ["vgg11", "resnet18"]
 
@@ -112,7 +113,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(run_dir, tm
     def fail(*_):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    monkeypatch.setattr(atomic.os, "replace", fail)
     with pytest.raises(AdpruneError, match="No space left on device"):
         export_model(run_dir, "torchscript", out)
     assert out.read_text() == "the previous export"

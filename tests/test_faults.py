@@ -20,7 +20,7 @@ TRAIN = [
 ]  # fmt: skip
 NAN_AT_EPOCH_2_STEP_3 = """
     import torch
-    import adprune.trainer as m
+    import adprune.train.loop as m
     calls = []
     class NaNAtStep(torch.nn.CrossEntropyLoss):
         def forward(self, output, labels):
@@ -31,7 +31,7 @@ NAN_AT_EPOCH_2_STEP_3 = """
 """
 DISK_FULL_AT_EPOCH_2 = """
     import errno
-    import adprune.training_state as m
+    import adprune.runs.checkpoints as m
     original = m.atomic_write_bytes
     def patched(path, data):
         if ".epoch-0002" in str(path) and path.name == "rng.safetensors":

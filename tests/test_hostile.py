@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import adprune
-from adprune import checkpoint
 from adprune.cli import main
-from adprune.config_check import validate_config
 from adprune.errors import AdpruneError
 from adprune.models import build_model
-from adprune.trainer import TrainConfig
+from adprune.runs import model_files as checkpoint
+from adprune.train.config import TrainConfig
+from adprune.train.config_file import validate_config
 
 MARKER = "adprune-pwned"
 

@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 from adprune import AdpruneError, ADPruner
-from adprune.checkpoint import shrink_to_widths
 from adprune.cli import main
-from adprune.cost import count_parameters
-from adprune.groups import build_graph, find_groups
-from adprune.importance import weight_scores
 from adprune.models import build_model
-from adprune.targets import fit_widths, parameters_at, ranked_widths, uniform_widths
+from adprune.prune.cost import count_parameters
+from adprune.prune.groups import find_groups
+from adprune.prune.importance import weight_scores
+from adprune.prune.surgery import shrink_to_widths
+from adprune.prune.targets import fit_widths, parameters_at, ranked_widths, uniform_widths
+from adprune.prune.tp_compat import build_graph
 
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adprune.plan import ConvergenceTrigger, plan_width, plan_widths
+from adprune.prune.plan import ConvergenceTrigger, plan_width, plan_widths
 
 
 @pytest.mark.parametrize(

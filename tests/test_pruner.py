@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from adprune import AdpruneError, ADPruner
-from adprune.cost import training_flops_per_sample
 from adprune.models import build_model
+from adprune.prune.cost import training_flops_per_sample
 
 
 def _set_live_channels(model: nn.Module, live: dict[str, int], members: dict[str, tuple[str, ...]]) -> None:

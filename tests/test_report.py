@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from adprune.cli.report import add_parser
 from adprune.errors import AdpruneError
-from adprune.report import ReportWarning, load_run, write_report
-from adprune.report_cli import add_parser
+from adprune.report.html import ReportWarning, write_report
+from adprune.report.inputs import load_run
 
 LAYERS = ("features.0", "features.3", "features.6")
 RUN_FIGURES = ("curves.png", "density.png", "widths.png", "costs.png")
@@ -135,7 +136,7 @@ def test_comparison_and_bench_sections(compared):
 
 
 def test_comparison_ratios_come_from_compare_module(compared):
-    from adprune.compare import comparison_rows, load_summaries
+    from adprune.report.compare import comparison_rows, load_summaries
 
     report, page, _ = compared
     base = report.parent.parent

@@ -21,7 +21,7 @@ TRAIN = [
 # Each kill point patches one function in the child process so that it SIGKILLs itself there.
 KILLERS = {
     "mid-epoch": """
-        import adprune.data as m
+        import adprune.train.data as m
         original = m.BatchLoader.__iter__
         def patched(self):
             for i, batch in enumerate(original(self)):
@@ -31,7 +31,7 @@ KILLERS = {
         m.BatchLoader.__iter__ = patched
     """,
     "mid-prune": """
-        import adprune.surgery as m
+        import adprune.prune.surgery as m
         original = m.prune_group
         calls = []
         out = Path(sys.argv[sys.argv.index("--out") + 1])
@@ -44,7 +44,7 @@ KILLERS = {
         m.prune_group = patched
     """,
     "mid-checkpoint-write": """
-        import adprune.training_state as m
+        import adprune.runs.checkpoints as m
         original = m.atomic_write_bytes
         def patched(path, data):
             if "epoch-0003" in str(path) or ".epoch-0003" in str(path):
@@ -55,7 +55,7 @@ KILLERS = {
         m.atomic_write_bytes = patched
     """,
     "between-metrics-and-checkpoint": """
-        import adprune.trainer as m
+        import adprune.train.loop as m
         original = m.save_training_state
         def patched(run_dir, epoch, *args, **kwargs):
             if epoch == 3:
@@ -64,7 +64,7 @@ KILLERS = {
         m.save_training_state = patched
     """,
     "final-model-write": """
-        import adprune.trainer as m
+        import adprune.train.loop as m
         def patched(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
         m.save_model = patched

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from adprune.groups import build_graph, find_groups
 from adprune.models import build_model
-from adprune.surgery import channels_to_remove, prune_groups
+from adprune.prune.groups import find_groups
+from adprune.prune.surgery import channels_to_remove, prune_groups
+from adprune.prune.tp_compat import build_graph
 
 
 def _kill_channels(model: nn.Module, group, channels) -> None:

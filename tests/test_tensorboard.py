@@ -1,6 +1,6 @@
 """TensorBoard logging writes each epoch's scalars, densities and widths at step = epoch."""
 
-from adprune.tensorboard import SCALARS, log_epoch
+from adprune.train.tensorboard import SCALARS, log_epoch
 
 
 class RecordingWriter:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import AdpruneError
-from .pruner import ADPruner
+from .prune.pruner import ADPruner
 
 try:  # the `lightning` package, else the older standalone `pytorch_lightning`
     import lightning.pytorch as _pl

@@ -1,4 +1,8 @@
-"""Model registry: CIFAR-style VGG/ResNet by name, and any torchvision classifier as ``tv:NAME``."""
+"""Model registry: CIFAR-style VGG/ResNet by name, and any torchvision classifier as ``tv:NAME``.
+
+Shared by training (to build a run's model) and the run files (to rebuild a saved one). May import:
+torch, torchvision and `adprune.errors`; nothing else of adprune.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,8 @@
+"""The named choices of the method, kept free of torch so the command line can offer them at once."""
+
+MODES = ("inherit", "reinit")
+"""How a prune treats the channels it keeps: keep their weights, or re-initialise the new widths."""
+
+IMPORTANCES = ("density", "l1", "bn_scale")
+"""Which channels a prune removes: the least dense (ADP), the smallest filter L1 norms, the smallest
+BatchNorm scales."""

@@ -1,0 +1,35 @@
+"""The derived figures every table shows, defined once: wall times, reduction factors, accuracy deltas.
+
+`compare`, the bench and the HTML report all read them from here, so the same run gives the same
+figure in every table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def training_wall_s(summary: Mapping[str, Any]) -> float:
+    """Seconds spent producing the model: training plus pruning, without evaluation (which only
+    measures it and depends on how often and on how much data it runs)."""
+    wall = summary["wall_s"]
+    return float(wall.get("train", 0.0)) + float(wall.get("prune", 0.0))
+
+
+def total_wall_s(summary: Mapping[str, Any]) -> float:
+    """Seconds of the whole run: training, pruning and evaluation."""
+    return float(sum(summary["wall_s"].values()))
+
+
+def times_fewer(base: float | None, value: float | None) -> float | None:
+    """How many times smaller `value` is than `base` (`base / value`: 4.0 is four times cheaper), or
+    None when either is missing or `value` is zero."""
+    if base is None or not value:
+        return None
+    return base / value
+
+
+def accuracy_delta_pts(base_acc: float, acc: float) -> float:
+    """`acc - base_acc` in percentage points (accuracies are fractions in [0, 1])."""
+    return 100 * (acc - base_acc)

@@ -1,0 +1,183 @@
+"""Resumable training state: one directory per epoch under `RUN_DIR/checkpoints/`, written atomically.
+
+A checkpoint holds the model weights (`model.safetensors`), the optimizer state keyed by parameter
+name (`optimizer.safetensors` plus its hyper-parameters in `state.json`), the RNG states
+(`rng.safetensors`) and everything else as JSON in `state.json`: the epoch, the widths, the
+scheduler, the pruner's trigger window, events and ledger, and the running wall and energy totals.
+Nothing is pickled. Each checkpoint is written into a temporary directory, every file fsynced, then
+renamed into place, so a crash at any moment leaves the previous checkpoint intact; the two newest
+are kept so that a checkpoint damaged afterwards still has a fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from ..errors import AdpruneError
+from ..prune.pruner import ADPruner, EpochCost, PruneEvent
+from .atomic import atomic_directory, atomic_write_bytes, atomic_write_json
+
+CHECKPOINTS = "checkpoints"
+KEEP = 2
+_SEP = "|"
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint restores: tensors by name and the JSON state."""
+
+    path: Path
+    epoch: int
+    state: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    rng: dict[str, torch.Tensor]
+
+
+def optimizer_to_tensors(
+    optimizer: torch.optim.Optimizer, names: Mapping[int, str]
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Optimizer state as `{"param|key": tensor}` plus its param groups with parameter names."""
+    tensors = {}
+    groups = []
+    for group in optimizer.param_groups:
+        meta = {k: v for k, v in group.items() if k != "params"}
+        meta["params"] = [names[id(p)] for p in group["params"]]
+        groups.append(meta)
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if not torch.is_tensor(value):
+                    raise AdpruneError(f"optimizer state '{key}' is not a tensor; cannot checkpoint it")
+                tensors[f"{names[id(param)]}{_SEP}{key}"] = value.detach().cpu().contiguous()
+    return tensors, groups
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    groups: list[dict[str, Any]],
+) -> None:
+    """Restore what `optimizer_to_tensors` saved into an optimizer built the same way over `model`."""
+    params = dict(model.named_parameters())
+    names = {id(p): n for n, p in params.items()}
+    if len(groups) != len(optimizer.param_groups):
+        raise AdpruneError("checkpoint optimizer has a different number of parameter groups")
+    for group, meta in zip(optimizer.param_groups, groups, strict=True):
+        if [names[id(p)] for p in group["params"]] != meta["params"]:
+            raise AdpruneError("checkpoint optimizer lists other parameters than the model has")
+        group.update({k: v for k, v in meta.items() if k != "params"})
+    optimizer.state.clear()
+    for flat, value in tensors.items():
+        name, key = flat.split(_SEP, 1)
+        param = params[name]
+        optimizer.state.setdefault(param, {})[key] = value.to(param.device)
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """Every torch random generator's state (CPU, and each CUDA device)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda{i}"] = state
+    return states
+
+
+def restore_rng(states: Mapping[str, torch.Tensor]) -> None:
+    """Set the random generators back to `rng_tensors()`'s snapshot."""
+    torch.set_rng_state(states["cpu"])
+    if torch.cuda.is_available():
+        cuda = [states[k] for k in sorted(states) if k.startswith("cuda")]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _epoch_dir(run_dir: Path, epoch: int) -> Path:
+    return run_dir / CHECKPOINTS / f"epoch-{epoch:04d}"
+
+
+def save_training_state(
+    run_dir: str | Path,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: Mapping[str, Any],
+) -> Path:
+    """Write the checkpoint of the end of `epoch` atomically; keep it and the one before it."""
+    run_dir = Path(run_dir)
+    root = run_dir / CHECKPOINTS
+    root.mkdir(exist_ok=True)
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer_tensors, groups = optimizer_to_tensors(optimizer, names)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    final = _epoch_dir(run_dir, epoch)
+    with atomic_directory(final) as tmp:
+        atomic_write_bytes(tmp / "model.safetensors", save(weights))
+        atomic_write_bytes(tmp / "optimizer.safetensors", save(optimizer_tensors))
+        atomic_write_bytes(tmp / "rng.safetensors", save(rng_tensors()))
+        atomic_write_json(tmp / "state.json", {**dict(state), "epoch": epoch, "optimizer_groups": groups})
+    for old in sorted(root.glob("epoch-*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".epoch-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def _read(path: Path) -> TrainingState:
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise AdpruneError(f"{path / 'state.json'} has no epoch")
+        return TrainingState(
+            path,
+            state["epoch"],
+            state,
+            load_file(path / "model.safetensors"),
+            load_file(path / "optimizer.safetensors"),
+            load_file(path / "rng.safetensors"),
+        )
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise AdpruneError(f"checkpoint {path} is damaged ({exc})") from None
+
+
+def latest_training_state(run_dir: str | Path, warn=print) -> TrainingState | None:
+    """The newest readable checkpoint of `run_dir`, falling back past damaged ones (each is reported
+    through `warn` and left on disk untouched); None when the run has no checkpoint yet."""
+    candidates = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"), reverse=True)
+    for path in candidates:
+        try:
+            return _read(path)
+        except AdpruneError as exc:
+            warn(f"warning: {exc}; trying the one before")
+    return None
+
+
+def pruner_state(pruner: ADPruner) -> dict[str, Any]:
+    """The JSON-ready state of `pruner` that the next epochs depend on."""
+    return {
+        "trigger": pruner.trigger.state_dict(),
+        "events": [dataclasses.asdict(e) for e in pruner.events],
+        "ledger": [dataclasses.asdict(line) for line in pruner.ledger],
+        "finished": pruner.finished,
+        "densities": pruner.densities,
+    }
+
+
+def restore_pruner(pruner: ADPruner, state: Mapping[str, Any]) -> None:
+    """Put `pruner_state`'s output back into a pruner built over the restored model."""
+    pruner.trigger.load_state_dict(state["trigger"])
+    pruner.events = [PruneEvent(**e) for e in state["events"]]
+    pruner.ledger = [EpochCost(**line) for line in state["ledger"]]
+    pruner.finished = bool(state["finished"])
+    pruner.densities = dict(state["densities"])

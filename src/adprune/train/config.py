@@ -1,0 +1,214 @@
+"""Every option of a training run, declared once: its type, default, help text, choices and bounds.
+
+`TrainConfig` is the single source: `adprune train`'s flags are generated from its fields
+(`adprune.cli.train`), a `config.json` read back is type-checked against its annotations
+(`config_file.validate_config`), and `TrainConfig.validate` checks choices and bounds from the same
+declarations. Free of torch, so the command line can check options before importing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AdpruneError
+from ..limits import MAX_IMAGE_SIZE, MAX_WIDTH_MULTIPLIER
+from ..prune.choices import IMPORTANCES, MODES
+
+OPTIMIZERS = ("sgd", "adamw")
+PRUNE_CHOICES = ("adp", "none")
+MAX_EPOCHS = 100_000
+MAX_LR = 100.0
+PARSERS = ("epochs", "names", "json")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one training option is offered on the command line and checked.
+
+    `low`/`high` bound a number (None is always allowed for an optional one); `low_open` refuses
+    `low` itself. `flag` overrides the flag name (`--name-with-dashes`); a bool option defaulting to
+    True is offered as that `--no-...` flag. `parser` reads a flag's text: `epochs` (comma-separated
+    integers), `names` (comma-separated names) or `json` (a JSON file's object).
+    """
+
+    help: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float = math.inf
+    low_open: bool = False
+    flag: str | None = None
+    metavar: str | None = None
+    parser: str | None = None
+
+    def range_text(self) -> str:
+        """The allowed range in words, e.g. 'in [1, 100,000]' or 'greater than 0'."""
+        if self.high == math.inf:
+            return f"greater than {self.low}" if self.low_open else f"at least {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high:,}]"
+
+
+def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **spec: Any) -> Any:
+    """A `TrainConfig` field with its `Option` declaration (keyword arguments of `Option`)."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"option": Option(**spec)})
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    """The command-line flag of a `TrainConfig` field."""
+    return field.metadata["option"].flag or "--" + field.name.replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; written resolved to `config.json`."""
+
+    out: str = option(help="run directory to create (required unless --resume)")
+    model: str = option(
+        "vgg11",
+        help="vgg11|vgg13|vgg16|vgg19|resnet18|resnet34, or tv:NAME for a torchvision classification "
+        "model, e.g. tv:resnet50",
+    )
+    width: float = option(
+        1.0, help="channel multiplier for our VGG/ResNet", low=0, high=MAX_WIDTH_MULTIPLIER, low_open=True
+    )
+    dataset: str = option(
+        "fashion-mnist", help="fashion-mnist|mnist|cifar10|cifar100|tinyimagenet|imagefolder"
+    )
+    data_dir: str | None = option(
+        None, help="folder holding the dataset (default: known places, then ~/.cache/adprune)"
+    )
+    download: bool = option(False, help="download the dataset with torchvision if it is missing")
+    subset: int | None = option(None, help="train on the first N training samples only (quick runs)", low=1)
+    image_size: int | None = option(
+        None, help="image side for --dataset imagefolder", low=1, high=MAX_IMAGE_SIZE
+    )
+    epochs: int = option(10, help="training budget in epochs", low=1, high=MAX_EPOCHS)
+    batch_size: int = option(128, help="training batch size (BatchNorm needs two samples)", low=2)
+    eval_batch_size: int = option(1000, help="evaluation batch size", low=1)
+    lr: float = option(
+        0.05, help="peak learning rate, cosine-annealed to 0", low=0, high=MAX_LR, low_open=True
+    )
+    optimizer: str = option("sgd", help="sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
+    momentum: float = option(0.9, help="SGD momentum", low=0, high=1)
+    weight_decay: float = option(
+        5e-4, help="weight decay on weights, not on biases or norm scales", low=0, high=1
+    )
+    label_smoothing: float = option(0.0, help="cross-entropy label smoothing", low=0, high=1)
+    prune: str = option(
+        "adp",
+        help="adp: activation-density pruning; none: dense baseline, densities still measured",
+        choices=PRUNE_CHOICES,
+    )
+    prune_at: list[int] | None = option(
+        None,
+        help="comma-separated epochs after which to prune, e.g. 3,6; default: when the densities converge "
+        "(--tol, --patience)",
+        parser="epochs",
+    )
+    tol: float = option(
+        0.02, help="densities converged when every layer moved less than this", low=0, high=1, low_open=True
+    )
+    patience: int = option(2, help="... over this many epochs", low=1, high=MAX_EPOCHS)
+    min_channels: int = option(4, help="no layer narrower than this", low=1)
+    round_to: int = option(1, help="round widths up to a multiple of this, e.g. 8", low=1)
+    max_prunes: int = option(3, help="at most this many prunes", low=0)
+    min_reduction: float = option(
+        0.05,
+        help="stop pruning after a prune that removed less than this share of the parameters",
+        low=0,
+        high=1,
+    )
+    mode: str = option(
+        "inherit",
+        help="inherit: keep the densest channels and their weights; reinit: fresh weights at the new widths",
+        choices=MODES,
+    )
+    ignore: list[str] = option(
+        factory=list, help="comma-separated module names whose output width is kept", parser="names"
+    )
+    importance: str = option(
+        "density",
+        help="which channels a prune removes: the least dense (ADP), the smallest filter L1 norms, or the "
+        "smallest BatchNorm scales",
+        choices=IMPORTANCES,
+    )
+    width_schedule: dict[str, dict[str, int]] | None = option(
+        None,
+        help='JSON {"epoch": {"group": width}}: prune to these widths after these epochs instead of the plan',
+        metavar="FILE",
+        parser="json",
+    )
+    target_params: int | None = option(
+        None,
+        help="prune to about this many parameters by one global ranking of channels by --importance",
+        low=1,
+    )
+    initial_widths: dict[str, int] | None = option(
+        None,
+        help='JSON {"group": width}: start from the network shrunk to these widths (first channels kept)',
+        metavar="FILE",
+        parser="json",
+    )
+    bn_l1: float = option(
+        0.0,
+        help="L1 penalty on BatchNorm scales until the first prune (Network Slimming; e.g. 1e-4)",
+        low=0,
+        high=1,
+    )
+    seed: int = option(0, help="random seed", low=0, high=2**63 - 1)
+    device: str = option("auto", help="auto|cpu|cuda|cuda:N")
+    overwrite: bool = option(False, help="reuse a non-empty --out, replacing an earlier run's files")
+    progress: bool = option(True, help="no progress bar", flag="--no-progress")
+    report: bool = option(True, help="do not write report/report.html at the end", flag="--no-report")
+    tensorboard: bool = option(False, help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
+
+    def validate(self) -> None:
+        """Raise AdpruneError with a fix for the first option that cannot work.
+
+        Every option is checked against its declared choices and bounds, in declaration order; the
+        bounds include sanity limits that catch typos and damaged config files before anything is
+        allocated (--epochs <= 100,000, --width <= 64, --image-size <= 4096, --lr <= 100). Then the
+        options that depend on each other are checked.
+        """
+        for field in dataclasses.fields(self):
+            spec, value = field.metadata["option"], getattr(self, field.name)
+            if spec.choices is not None and value not in spec.choices:
+                raise AdpruneError(
+                    f"{flag_of(field)} must be one of {', '.join(spec.choices)}, got {value!r}"
+                )
+            if spec.low is None or value is None:
+                continue
+            above = spec.low < value if spec.low_open else spec.low <= value
+            if not (above and value <= spec.high):  # NaN fails too
+                raise AdpruneError(f"{flag_of(field)} must be {spec.range_text()}, got {value}")
+        for epoch in self.prune_at or []:
+            if not 1 <= epoch < self.epochs:
+                raise AdpruneError(
+                    f"--prune-at {epoch} is outside 1..{self.epochs - 1}: a prune must leave at least one "
+                    f"epoch of the --epochs {self.epochs} budget to train the pruned network"
+                )
+        if self.prune_at and self.prune == "none":
+            raise AdpruneError("--prune-at needs --prune adp")
+        self._validate_widths()
+
+    def _validate_widths(self) -> None:
+        if self.prune == "none" and (self.width_schedule is not None or self.target_params is not None):
+            raise AdpruneError("a width schedule or --target-params needs --prune adp")
+        if self.width_schedule is not None and self.target_params is not None:
+            raise AdpruneError("give a width schedule or --target-params, not both")
+        for epoch, widths in (self.width_schedule or {}).items():
+            if not (epoch.isdigit() and 1 <= int(epoch) < self.epochs):
+                raise AdpruneError(
+                    f"width schedule epoch {epoch!r} is not an epoch in 1..{self.epochs - 1}: key each "
+                    "widths mapping by the epoch after which to prune"
+                )
+            self._check_widths(f"width schedule epoch {epoch}", widths)
+        self._check_widths("initial widths", self.initial_widths or {})
+
+    @staticmethod
+    def _check_widths(what: str, widths: dict[str, int]) -> None:
+        for name, width in widths.items():
+            if not 1 <= width <= 2**31:
+                raise AdpruneError(f"{what}: width {width} for '{name}' must be a positive channel count")

@@ -1,0 +1,249 @@
+"""The training loop behind `adprune train`: epochs, evaluation, the ledger, checkpoints and the summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import AdpruneError
+from ..runs.atomic import atomic_write_json
+from ..runs.checkpoints import pruner_state, save_training_state
+from ..runs.model_files import save_model
+from ..runs.rundir import METRICS_FILE, SUMMARY_FILE, append_metrics
+from .config import TrainConfig
+from .data import BatchLoader, DatasetSplits
+from .distributed import shutdown
+from .run import Run, setup_run
+from .tensorboard import log_epoch
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, autocast: bool = False):
+    """Mean cross-entropy and accuracy of `model` over every sample of `loader`, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            output = model(images)
+        loss_sum += nn.functional.cross_entropy(output.float(), labels, reduction="sum")
+        correct += (output.argmax(1) == labels).sum()
+    return float(loss_sum) / loader.num_samples, float(correct) / loader.num_samples
+
+
+def _short(values: dict[str, float | int], fmt: str, limit: int = 24) -> str:
+    shown = [format(v, fmt) for v in list(values.values())[:limit]]
+    return " ".join(shown) + (" …" if len(values) > limit else "")
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """The one-line summary printed after each epoch (with the densities and widths below it)."""
+    flag = "  PRUNED" if record["pruned"] else ""
+    return (
+        f"epoch {record['epoch']}/{epochs}  "
+        f"train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  "
+        f"test {100 * record['test_acc']:.2f}%  params {record['params'] / 1e6:.3f}M  "
+        f"macs {record['macs'] / 1e6:.1f}M  {record['wall_s']['train']:.0f}s{flag}\n"
+        f"  AD {_short(record['density'], '.2f')}\n  widths {_short(record['widths'], 'd')}"
+    )
+
+
+def _arch(config: TrainConfig, splits: DatasetSplits) -> dict[str, Any]:
+    return {
+        "model": config.model,
+        "in_channels": splits.in_channels,
+        "num_classes": splits.num_classes,
+        "image_size": splits.image_size,
+        "width": config.width,
+        "mean": list(splits.mean),
+        "std": list(splits.std),
+    }
+
+
+def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
+    """One pass over the training set; mean loss and accuracy over all ranks. No host sync per step."""
+    model, ctx, loader = run.wrapped, run.ctx, run.train_loader
+    model.train()
+    loss_sum = torch.zeros((), device=ctx.device)
+    correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=ctx.device, dtype=torch.int64)
+    batches = tqdm(
+        loader, desc=f"epoch {epoch}/{run.config.epochs}", leave=False, file=sys.stderr,
+        disable=not (run.config.progress and ctx.is_main and sys.stderr.isatty()),
+    )  # fmt: skip
+    for step, (images, labels) in enumerate(batches, 1):
+        images, labels = ctx.shard(images), ctx.shard(labels)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=run.autocast):
+            output = model(images)
+            loss = run.loss_fn(output, labels)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if run.sparsity is not None:
+            run.sparsity.regularize(run.model)
+        run.optimizer.step()
+        loss = loss.detach().float()
+        loss_sum += loss * labels.shape[0]
+        correct += (output.detach().argmax(1) == labels).sum()
+        bad = (first_bad_step < 0) & ~torch.isfinite(loss)
+        first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
+    totals = ctx.sum(torch.stack([loss_sum.double(), correct.double()]))
+    bad_step = int(ctx.max(first_bad_step))
+    if bad_step > 0:
+        raise AdpruneError(
+            f"the training loss became {float(loss)} in epoch {epoch}, step {bad_step}: lower --lr, or "
+            f"resume from the last good checkpoint with 'adprune train --resume {run.config.out}'"
+        )
+    samples = len(loader) * loader.batch_size
+    return float(totals[0]) / samples, float(totals[1]) / samples
+
+
+def _energy(run: Run) -> float | None:
+    now = run.energy.joules()
+    if now is None:
+        return run.energy_before
+    return now + (run.energy_before or 0.0)
+
+
+def _epoch(run: Run, epoch: int) -> dict[str, Any]:
+    """Train, evaluate and close one epoch (maybe pruning); returns its metrics record."""
+    run.train_loader.set_epoch(epoch)
+    started = time.perf_counter()
+    train_loss, train_acc = _train_epoch(run, epoch)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    test_loss, test_acc = evaluate(run.model, run.test_loader, run.ctx.device, run.autocast)
+    eval_s = time.perf_counter() - started
+    widths = run.pruner.widths
+    _, run.optimizer = run.pruner.epoch_end(epoch, last=epoch == run.config.epochs)
+    cost = run.pruner.ledger[-1]
+    if cost.pruned:
+        run.wrapped = run.ctx.wrap(run.model)
+        run.sparsity = None
+    run.scheduler.step()
+    wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s}
+    for key, seconds in wall.items():
+        run.wall_total[key] += seconds
+    return {
+        "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+        "test_acc": test_acc, "density": {k: round(v, 5) for k, v in run.pruner.densities.items()},
+        "widths": widths, "widths_after": run.pruner.widths, "params": cost.params,
+        "params_after": cost.params_after, "macs": cost.macs, "train_flops": cost.train_flops,
+        "train_flops_total": cost.train_flops_total, "samples": cost.samples,
+        "wall_s": {k: round(v, 4) for k, v in wall.items()}, "energy_j": _energy(run),
+        "lr": run.optimizer.param_groups[0]["lr"], "pruned": cost.pruned,
+    }  # fmt: skip
+
+
+def _record(run: Run, record: dict[str, Any]) -> None:
+    """Log the epoch, append it to metrics.jsonl, then checkpoint (rank 0 only)."""
+    run.log(epoch_line(record, run.config.epochs))
+    if not run.ctx.is_main:
+        return
+    state = {
+        "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
+        "pruner": pruner_state(run.pruner),
+        "wall_total": run.wall_total, "energy_j": record["energy_j"],
+    }  # fmt: skip
+    try:
+        append_metrics(run.out, record)
+        if run.tensorboard is not None:
+            log_epoch(run.tensorboard, record)
+        save_training_state(run.out, record["epoch"], run.model, run.optimizer, state)
+    except OSError as exc:
+        raise AdpruneError(
+            f"cannot write epoch {record['epoch']}'s checkpoint in {run.out} ({exc.strerror or exc}); the "
+            f"previous checkpoint is intact: free space, then 'adprune train --resume {run.out}'"
+        ) from None
+
+
+def _check_ranks_agree(run: Run) -> None:
+    """Under DDP every rank must end with the same widths and weights; say so, or fail loudly."""
+    if run.ctx.world_size == 1:
+        return
+    widths = torch.tensor(list(run.pruner.widths.values()), dtype=torch.float64, device=run.ctx.device)
+    weights = torch.cat([p.detach().double().flatten() for p in run.model.parameters()])
+    if not (run.ctx.agree(widths) and run.ctx.agree(weights)):
+        raise AdpruneError("the ranks ended with different widths or weights: please report this as a bug")
+    run.log(f"all {run.ctx.world_size} ranks end with identical widths and weights")
+
+
+def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
+    _check_ranks_agree(run)
+    ledger = run.pruner.ledger
+    summary = {
+        "model": run.config.model, "dataset": run.config.dataset, "prune": run.config.prune,
+        "mode": run.config.mode, "epochs": run.config.epochs, "train_samples": run.train_loader.num_samples,
+        "world_size": run.ctx.world_size, "test_acc": record["test_acc"], "test_loss": record["test_loss"],
+        "params_initial": ledger[0].params, "params": record["params"], "macs_initial": ledger[0].macs,
+        "macs": record["macs"], "train_flops_total": record["train_flops_total"],
+        "wall_s": {k: round(v, 3) for k, v in run.wall_total.items()}, "energy_j": record["energy_j"],
+        "energy_source": run.energy.source, "device": str(run.ctx.device),
+        "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
+    }  # fmt: skip
+    if run.ctx.is_main:
+        save_model(run.out, run.model, _arch(run.config, run.splits), run.pruner.widths)
+        atomic_write_json(run.out / SUMMARY_FILE, summary)
+        if run.tensorboard is not None:
+            run.tensorboard.close()
+        if run.config.report:
+            _write_report(run.out, run.log)
+    return summary
+
+
+def print_now(line: str) -> None:
+    """Print a line and flush it at once, so logs redirected to a file follow the run live."""
+    print(line, flush=True)
+
+
+def train(
+    config: TrainConfig, log: Callable[[str], None] = print_now, *, resume: bool = False
+) -> dict[str, Any]:
+    """Run one training job end to end and return its summary (also written to `summary.json`).
+
+    With `resume`, continue the run in `config.out` from its newest good checkpoint: the epochs after
+    it are trained again, exactly as they would have been.
+    """
+    try:
+        run, first_epoch = setup_run(config, log, resume)
+        record = None
+        for epoch in range(first_epoch, config.epochs + 1):
+            record = _epoch(run, epoch)
+            _record(run, record)
+        if record is None:
+            record = _last_record(run)
+        return _finish(run, record)
+    except KeyboardInterrupt:
+        raise AdpruneError(
+            "interrupted; the last finished epoch is checkpointed: continue with "
+            f"'adprune train --resume {config.out}'"
+        ) from None
+    finally:
+        shutdown()
+
+
+def _last_record(run: Run) -> dict[str, Any]:
+    """The metrics of the final epoch, for a run resumed after its last epoch was checkpointed."""
+    lines = (run.out / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+    return json.loads(lines[-1])
+
+
+def _write_report(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Write the run's HTML report; a failure here is reported, never fatal to a finished run."""
+    from ..report.html import write_report
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            log(f"report: {write_report([run_dir])}")
+    except (AdpruneError, ImportError, OSError) as exc:
+        log(f"report not written ({exc}); run 'adprune report {run_dir}' to retry")

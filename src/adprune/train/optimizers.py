@@ -1,0 +1,34 @@
+"""The optimizer of a run and the regulariser of the Network Slimming peer method."""
+
+from __future__ import annotations
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..errors import AdpruneError
+from ..models import output_layer
+from .config import TrainConfig
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW, with weight decay off for biases and norm scales."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    raise AdpruneError(f"--optimizer must be sgd or adamw, got {config.optimizer!r}")
+
+
+def bn_sparsity(model: nn.Module, example: torch.Tensor, strength: float) -> tp.pruner.BNScalePruner:
+    """Network Slimming's L1 penalty on BatchNorm scales (Torch-Pruning's regulariser), for the
+    training before the first prune; the classifier is left out."""
+    return tp.pruner.BNScalePruner(
+        model, example, tp.importance.BNScaleImportance(), reg=strength, ignored_layers=[output_layer(model)]
+    )

@@ -1,0 +1,172 @@
+"""A run in progress: everything it holds, built fresh or restored from its newest checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..errors import AdpruneError
+from ..models import build_model
+from ..prune.cost import EnergyMeter
+from ..prune.pruner import ADPruner
+from ..prune.surgery import shrink_to_widths
+from ..runs.atomic import atomic_write_json
+from ..runs.checkpoints import (
+    TrainingState,
+    latest_training_state,
+    load_optimizer_tensors,
+    restore_pruner,
+    restore_rng,
+)
+from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir
+from .config import TrainConfig
+from .data import BatchLoader, DatasetSplits, load_dataset
+from .distributed import DistContext, init_distributed, resolve_device
+from .optimizers import bn_sparsity, make_optimizer
+
+
+@dataclass
+class Run:
+    """Everything a run in progress holds."""
+
+    config: TrainConfig
+    ctx: DistContext
+    splits: DatasetSplits
+    out: Path
+    model: nn.Module
+    wrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pruner: ADPruner
+    train_loader: BatchLoader
+    test_loader: BatchLoader
+    loss_fn: nn.Module
+    autocast: bool
+    example: torch.Tensor
+    log: Callable[[str], None]
+    wall_total: dict[str, float]
+    energy: EnergyMeter
+    energy_before: float | None
+    tensorboard: Any = None
+    sparsity: tp.pruner.BNScalePruner | None = None
+
+
+def _validate_ignore(model: nn.Module, names: list[str]) -> None:
+    for name in names:
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise AdpruneError(f"--ignore {name}: the model has no module of that name") from None
+
+
+def _prepare_out(config: TrainConfig, ctx: DistContext, resume: bool) -> Path:
+    """The run directory, made ready by rank 0 only; every rank fails if rank 0 could not."""
+    out, error = Path(config.out), None
+    if ctx.is_main and not resume:
+        try:
+            prepare_run_dir(out, overwrite=config.overwrite)
+            atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config))
+        except AdpruneError as exc:
+            error = exc
+    if not ctx.all_ok(error is None):
+        raise error or AdpruneError("rank 0 could not prepare --out; see its message")
+    return out
+
+
+def _open_tensorboard(config: TrainConfig, out: Path, ctx: DistContext):
+    if not (config.tensorboard and ctx.is_main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AdpruneError(
+            "--tensorboard needs the tensorboard package: pip install 'adprune[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[Run, int]:
+    """Build (or restore) every part of the run; returns it and the first epoch still to train."""
+    config.validate()
+    ctx = init_distributed(resolve_device(config.device))
+    if config.batch_size % ctx.world_size:
+        raise AdpruneError(
+            f"--batch-size {config.batch_size} must be divisible by the {ctx.world_size} processes"
+        )
+    splits = load_dataset(
+        config.dataset, config.data_dir, download=config.download, subset=config.subset,
+        image_size=config.image_size,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)
+    model = build_model(
+        config.model, in_channels=splits.in_channels, num_classes=splits.num_classes,
+        image_size=splits.image_size, width=config.width,
+    ).to(ctx.device)  # fmt: skip
+    _validate_ignore(model, config.ignore)
+    out = _prepare_out(config, ctx, resume)
+    example = torch.zeros(2, *splits.input_shape, device=ctx.device)
+    saved = latest_training_state(out, warn=log) if resume else None
+    if saved is not None:
+        shrink_to_widths(model, example, saved.state["widths"])
+        model.load_state_dict(saved.model)
+    elif config.initial_widths:
+        shrink_to_widths(model, example, config.initial_widths)
+    optimizer = make_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    pruner = ADPruner(
+        model, example, optimizer, prune_at=config.prune_at, tol=config.tol, patience=config.patience,
+        min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
+        max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
+        importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
+    )  # fmt: skip
+    train_loader = BatchLoader(
+        splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
+        std=splits.std, device=ctx.device, train=True, augment=splits.augment, seed=config.seed,
+        drop_last=True,
+    )  # fmt: skip
+    if len(train_loader) == 0:
+        raise AdpruneError(
+            f"--batch-size {config.batch_size} is larger than the {train_loader.num_samples} training samples"
+        )
+    test_loader = BatchLoader(
+        splits.test_images, splits.test_labels, batch_size=config.eval_batch_size, mean=splits.mean,
+        std=splits.std, device=ctx.device,
+    )  # fmt: skip
+    run = Run(
+        config, ctx, splits, out, model, ctx.wrap(model), optimizer, scheduler, pruner, train_loader,
+        test_loader,
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), ctx.device.type == "cuda", example,
+        log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0},
+        EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx),
+    )  # fmt: skip
+    first_epoch = restore_run(run, saved) if saved is not None else 1
+    if saved is None and resume:
+        if ctx.is_main:
+            keep_metrics_until(out, 0)
+        run.log(f"no checkpoint in {out} yet: starting it from epoch 1")
+    if config.bn_l1 > 0 and not pruner.events:
+        run.sparsity = bn_sparsity(model, example, config.bn_l1)
+    run.energy.start()
+    return run, first_epoch
+
+
+def restore_run(run: Run, saved: TrainingState) -> int:
+    """Put a checkpoint's optimizer, scheduler, pruner, RNG and running totals into `run` (whose model
+    already holds the checkpoint's widths and weights); returns the first epoch still to train."""
+    load_optimizer_tensors(run.optimizer, run.model, saved.optimizer, saved.state["optimizer_groups"])
+    run.scheduler.load_state_dict(saved.state["scheduler"])
+    restore_pruner(run.pruner, saved.state["pruner"])
+    restore_rng(saved.rng)
+    run.wall_total = dict(saved.state["wall_total"])
+    run.energy_before = saved.state["energy_j"]
+    if run.ctx.is_main:
+        keep_metrics_until(run.out, saved.epoch)
+    run.log(f"resuming {run.out} after epoch {saved.epoch} from {saved.path}")
+    return saved.epoch + 1
