@@ -1,5 +1,7 @@
 """DensityMonitor counts exactly the positive share of what each consumer layer reads."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -241,3 +243,18 @@ def test_channels_last_tensors_are_counted_along_their_last_dim():
     assert torch.allclose(densities[residual.name], last_dim_share(model.summed), rtol=1e-12, atol=0)
     assert torch.allclose(densities["fc1"], last_dim_share(model.hidden), rtol=1e-12, atol=0)
     assert torch.allclose(densities["norm_conv"], last_dim_share(model.normed), rtol=1e-12, atol=0)
+
+
+def test_density_stats_give_the_spread_of_group_means_and_the_near_dead_share():
+    from adprune.prune.density import density_stats
+
+    stats = density_stats(
+        {
+            "a": torch.tensor([0.0, 0.01, 0.5, 0.49], dtype=torch.float64),  # mean 0.25, two near-dead
+            "b": torch.tensor([0.9, 0.7], dtype=torch.float64),  # mean 0.8
+        }
+    )
+    assert stats["spread"] == pytest.approx(0.55)
+    assert stats["dead_share"] == pytest.approx(2 / 6)
+    empty = density_stats({})
+    assert math.isnan(empty["spread"]) and math.isnan(empty["dead_share"])

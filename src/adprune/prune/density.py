@@ -10,7 +10,7 @@ the host until `read()`, once per epoch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -74,6 +74,25 @@ def _positive_counts(x: torch.Tensor, channel_dim: int, per_channel: int) -> tor
         return spatial.sum(0, dtype=torch.int32)
     reduce_dims = tuple(d for d in range(x.dim()) if d != channel_dim)
     return positive.sum(dim=reduce_dims, dtype=torch.int32 if per_channel < 2**31 else torch.int64)
+
+
+DEAD_DENSITY = 0.02
+"""A channel whose density is below this is near-dead: it is almost never active."""
+
+
+def density_stats(channel_densities: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """How much the densities say about the network, from one epoch's per-channel densities.
+
+    `spread`: the largest minus the smallest group density (group density = mean over its
+    channels); near 0 means every layer looks alike, so the plan cuts every layer by the same share.
+    `dead_share`: the share of all channels (over every group) with density below `DEAD_DENSITY`.
+    Both are NaN without any density.
+    """
+    if not channel_densities:
+        return {"spread": math.nan, "dead_share": math.nan}
+    means = [float(d.mean()) for d in channel_densities.values()]
+    every = torch.cat([d.flatten().double() for d in channel_densities.values()])
+    return {"spread": max(means) - min(means), "dead_share": float((every < DEAD_DENSITY).double().mean())}
 
 
 def _in_channels(module: nn.Module) -> int | None:

@@ -24,7 +24,17 @@ from ..errors import AdpruneError
 from ..runs.atomic import atomic_write_bytes
 from . import plots
 from .compare import comparison_rows, factor_text, human_number
-from .inputs import Bench, ReportWarning, Run, load_input, run_summary
+from .inputs import (
+    Bench,
+    ReportWarning,
+    Run,
+    density_grid,
+    layer_names,
+    load_input,
+    run_summary,
+    unpruned_flops,
+    width_stages,
+)
 
 REPORT_FILE = "report.html"
 REPORT_SUBDIR = "report"
@@ -77,42 +87,17 @@ def _compact(value: float | int | None) -> str | tuple[str, str]:
     return (human_number(value), f"{value:,}")
 
 
-def _layers(records: Sequence[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in records:
-        seen.update(dict.fromkeys(r["widths"]))
-    return list(seen)
-
-
-def _width_stages(records: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, int]]]:
-    stages = [(f"initial (epoch {records[0]['epoch']})", records[0]["widths"])]
-    stages += [
-        (f"after prune at end of epoch {r['epoch']}", r.get("widths_after", r["widths"]))
-        for r in records
-        if r.get("pruned")
-    ]
-    return stages
-
-
-def _unpruned_flops(records: Sequence[dict[str, Any]]) -> list[int] | None:
-    """Cumulative training FLOPs had every epoch cost what the first logged one did (before any prune)."""
-    first = records[0].get("train_flops")
-    return None if first is None else [first * r["epoch"] for r in records]
-
-
 def _run_figures(run: Run, prefix: str, page: _Page) -> str:
     records = run.records
     epochs = [r["epoch"] for r in records]
     prunes = [r["epoch"] for r in records if r.get("pruned")]
-    layers = _layers(records)
-    by_epoch = {r["epoch"]: r["density"] for r in records}
-    span = list(range(epochs[0], epochs[-1] + 1))
-    density = [[by_epoch.get(e, {}).get(layer, float("nan")) for e in span] for layer in layers]
+    layers = layer_names(records)
+    span, density, summary = density_grid(records, layers)
     accuracy = [("test", [100 * r["test_acc"] for r in records])]
     if all("train_acc" in r for r in records):
         accuracy.insert(0, ("train", [100 * r["train_acc"] for r in records]))
     loss = [("train", [r["train_loss"] for r in records]), ("test", [r["test_loss"] for r in records])]
-    stages = _width_stages(records)
+    stages = width_stages(records)
     widths = [(label, [w.get(layer, 0) for layer in layers]) for label, w in stages]
     return "".join(
         (
@@ -123,8 +108,10 @@ def _run_figures(run: Run, prefix: str, page: _Page) -> str:
             ),
             page.figure(
                 f"{prefix}density.png",
-                plots.density_heatmap(layers, span, density, prunes),
-                "Activation density of each layer's output per epoch (0 = all zeros, 1 = none).",
+                plots.density_heatmap(layers, span, density, prunes, summary),
+                "Activation density of each layer's output per epoch (0 = all zeros, 1 = none); below "
+                "the line, the spread of the layer densities (largest minus smallest) and the share of "
+                "near-dead channels (density under 0.02).",
             ),
             page.figure(
                 f"{prefix}widths.png",
@@ -140,7 +127,7 @@ def _run_figures(run: Run, prefix: str, page: _Page) -> str:
                     [r["macs"] for r in records],
                     [r["train_flops_total"] for r in records],
                     prunes,
-                    _unpruned_flops(records) if prunes else None,
+                    unpruned_flops(records) if prunes else None,
                 ),
                 "Parameters, inference MACs per sample and cumulative training FLOPs per epoch.",
             ),

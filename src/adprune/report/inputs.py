@@ -7,6 +7,7 @@ logged, and a metrics line that is not valid JSON is skipped with a warning nami
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,47 @@ def run_summary(run: Run) -> dict[str, Any]:
         "device": run.config.get("resolved_device"),
         "prunes": [{"epoch": r["epoch"]} for r in run.records if r.get("pruned")],
     }
+
+
+def layer_names(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Every channel group named in the records, in network order."""
+    seen: dict[str, None] = {}
+    for r in records:
+        seen.update(dict.fromkeys(r["widths"]))
+    return list(seen)
+
+
+def width_stages(records: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, int]]]:
+    """The widths at the start and after each prune, each with a label."""
+    stages = [(f"initial (epoch {records[0]['epoch']})", records[0]["widths"])]
+    stages += [
+        (f"after prune at end of epoch {r['epoch']}", r.get("widths_after", r["widths"]))
+        for r in records
+        if r.get("pruned")
+    ]
+    return stages
+
+
+def unpruned_flops(records: Sequence[dict[str, Any]]) -> list[int] | None:
+    """Cumulative training FLOPs had every epoch cost what the first logged one did (before any prune)."""
+    first = records[0].get("train_flops")
+    return None if first is None else [first * r["epoch"] for r in records]
+
+
+def density_grid(
+    records: Sequence[dict[str, Any]], layers: Sequence[str]
+) -> tuple[list[int], list[list[float]], list[tuple[str, list[float]]]]:
+    """The heatmap's data: the epochs from the first record to the last, each layer's density per
+    epoch, and the summary rows (spread of the layer densities, share of near-dead channels) where
+    the records have them; NaN where an epoch or a value is missing."""
+    at = {r["epoch"]: r for r in records}
+    span = list(range(records[0]["epoch"], records[-1]["epoch"] + 1))
+    nan = float("nan")
+    density = [[at.get(e, {}).get("density", {}).get(layer, nan) for e in span] for layer in layers]
+    rows = (("density_spread", "spread across layers"), ("dead_share", "share of channels < 0.02"))
+    summary = [
+        (label, [at.get(e, {}).get(key, nan) for e in span])
+        for key, label in rows
+        if any(key in r for r in records)
+    ]
+    return span, density, summary

@@ -106,15 +106,22 @@ def _scale(
 
 
 def density_heatmap(
-    layers: Sequence[str], epochs: Sequence[int], density: Sequence[Sequence[float]], prunes: Sequence[int]
+    layers: Sequence[str],
+    epochs: Sequence[int],
+    density: Sequence[Sequence[float]],
+    prunes: Sequence[int],
+    summary: Sequence[tuple[str, Sequence[float]]] = (),
 ) -> bytes:
     """Layers (rows, in network order) × epochs heatmap of activation density on a fixed 0..1 scale.
 
     `density[i][j]` is layer i at epoch `epochs[j]` (NaN where unknown, drawn grey); epochs must be
-    consecutive. Cells carry their value when the grid is small enough to read; with more than
-    100 layers only every k-th layer is named.
+    consecutive. `summary` rows (label, one value in [0, 1] per epoch), such as the spread of the
+    layer densities and the share of near-dead channels, are drawn below the layers, after a
+    separating line. Cells carry their value when the grid is small enough to read; with more than
+    100 rows only every k-th row is named.
     """
-    grid = np.array(density, dtype=float)
+    layers = [*layers, *(label for label, _ in summary)]
+    grid = np.array([*density, *(values for _, values in summary)], dtype=float)
     n_layers = len(layers)
     fig = _figure(min(2.2 + 0.32 * n_layers, 22))
     ax = fig.add_subplot()
@@ -144,6 +151,8 @@ def density_heatmap(
                     epochs[col], row, f"{value:.2f}", ha="center", va="center", fontsize=9,
                     color="white" if value < 0.6 else "black",
                 )  # fmt: skip
+    if summary:
+        ax.axhline(n_layers - len(summary) - 0.5, color="white", linewidth=3.2)
     _mark_prunes(ax, prunes)
     for epoch in prunes:  # the dashed line alone is hard to see on the darker cells
         ax.axvline(epoch + 0.5, color="white", linewidth=3.2, zorder=1.9)

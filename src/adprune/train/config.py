@@ -17,7 +17,7 @@ from ..errors import AdpruneError
 from ..limits import MAX_IMAGE_SIZE, MAX_WIDTH_MULTIPLIER
 from ..prune.choices import IMPORTANCES, MODES
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 PRUNE_CHOICES = ("adp", "none")
 MAX_EPOCHS = 100_000
 MAX_LR = 100.0
@@ -90,7 +90,12 @@ class TrainConfig:
     lr: float = option(
         0.05, help="peak learning rate, cosine-annealed to 0", low=0, high=MAX_LR, low_open=True
     )
-    optimizer: str = option("sgd", help="sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
+    optimizer: str = option(
+        "sgd",
+        help="sgd (Nesterov momentum), adam (L2 coupled into the gradient, as torch.optim.Adam) or adamw "
+        "(decoupled weight decay)",
+        choices=OPTIMIZERS,
+    )
     momentum: float = option(0.9, help="SGD momentum", low=0, high=1)
     weight_decay: float = option(
         5e-4, help="weight decay on weights, not on biases or norm scales", low=0, high=1

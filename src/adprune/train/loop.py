@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import AdpruneError
+from ..prune.density import density_stats
 from ..runs.atomic import atomic_write_json
 from ..runs.checkpoints import pruner_state, save_training_state
 from ..runs.model_files import save_model
@@ -125,7 +126,7 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     eval_s = time.perf_counter() - started
     widths = run.pruner.widths
     _, run.optimizer = run.pruner.epoch_end(epoch, last=epoch == run.config.epochs)
-    cost = run.pruner.ledger[-1]
+    cost, stats = run.pruner.ledger[-1], density_stats(run.pruner.channel_densities)
     if cost.pruned:
         run.wrapped = run.ctx.wrap(run.model)
         run.sparsity = None
@@ -136,6 +137,7 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     return {
         "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
         "test_acc": test_acc, "density": {k: round(v, 5) for k, v in run.pruner.densities.items()},
+        "density_spread": round(stats["spread"], 5), "dead_share": round(stats["dead_share"], 5),
         "widths": widths, "widths_after": run.pruner.widths, "params": cost.params,
         "params_after": cost.params_after, "macs": cost.macs, "train_flops": cost.train_flops,
         "train_flops_total": cost.train_flops_total, "samples": cost.samples,

@@ -12,7 +12,8 @@ from .config import TrainConfig
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum or AdamW, with weight decay off for biases and norm scales."""
+    """SGD with Nesterov momentum, Adam (weight decay added to the gradient, i.e. L2) or AdamW
+    (decoupled weight decay), with weight decay off for biases and norm scales."""
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     groups = [
@@ -21,9 +22,11 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
-    raise AdpruneError(f"--optimizer must be sgd or adamw, got {config.optimizer!r}")
+    raise AdpruneError(f"--optimizer must be sgd, adam or adamw, got {config.optimizer!r}")
 
 
 def bn_sparsity(model: nn.Module, example: torch.Tensor, strength: float) -> tp.pruner.BNScalePruner:
