@@ -187,3 +187,19 @@ def test_cli_prints_the_report_path_and_warnings(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.strip() == f"report: {tmp_path / 'out' / 'report.html'}"
     assert "partial run" in err and (tmp_path / "out" / "report.html").is_file()
+
+
+def test_density_grid_adds_the_summary_rows_the_records_have():
+    from adprune.report.inputs import density_grid
+
+    records = [
+        {"epoch": 1, "density": {"a": 0.5, "b": 0.4}, "density_spread": 0.1, "dead_share": 0.0},
+        {"epoch": 3, "density": {"a": 0.3}, "density_spread": 0.0, "dead_share": 0.25},
+    ]
+    span, density, summary = density_grid(records, ["a", "b"])
+    assert span == [1, 2, 3]
+    assert density[0][0] == 0.5 and density[0][2] == 0.3 and density[1][0] == 0.4
+    assert all(v != v for v in (density[0][1], density[1][1], density[1][2]))  # NaN where missing
+    assert [label for label, _ in summary] == ["spread across layers", "share of channels < 0.02"]
+    assert summary[0][1][0] == 0.1 and summary[1][1][2] == 0.25
+    assert density_grid([{"epoch": 1, "density": {"a": 0.5}}], ["a"])[2] == []  # older runs: no rows
