@@ -58,32 +58,36 @@ def _kept(width: int, keep: int, blocks: int) -> list[int]:
     return [b * size + p for b in range(blocks) for p in range(size - per_block, size)]
 
 
-# (name, image size, what every skipped group's reason must mention; None: nothing is skipped)
+LINEAR = "linear bottleneck"  # read with no activation in between: density says nothing (see readers.py)
+
+# (name, image size, what each skipped group's reason must mention; empty: nothing is skipped)
 ARCHITECTURES = [
-    ("resnet18", 32, None),
-    ("resnet50", 32, None),
-    ("mobilenet_v2", 32, None),
-    ("mobilenet_v3_small", 32, None),  # Hardswish, squeeze-excitation
-    ("efficientnet_b0", 32, None),  # SiLU, squeeze-excitation
-    ("densenet121", 32, None),  # concatenation
-    ("regnet_x_400mf", 32, None),  # grouped convs
-    ("convnext_tiny", 32, None),  # GELU, LayerNorm, depthwise, channels-last linear layers
-    ("shufflenet_v2_x0_5", 32, "channel shuffle"),  # channel shuffle, split
-    ("vit_tiny", 32, "attention"),  # only the MLP hidden widths can go
+    ("resnet18", 32, ()),
+    ("resnet50", 32, ()),
+    ("mobilenet_v2", 32, (LINEAR,)),  # the projections of the inverted residuals
+    ("mobilenet_v3_small", 32, (LINEAR,)),  # Hardswish, squeeze-excitation gates
+    ("efficientnet_b0", 32, (LINEAR,)),  # SiLU, squeeze-excitation
+    ("densenet121", 32, ()),  # concatenation
+    ("regnet_x_400mf", 32, ()),  # grouped convs
+    ("convnext_tiny", 32, (LINEAR,)),  # GELU, LayerNorm, depthwise, channels-last linear layers
+    ("shufflenet_v2_x0_5", 32, ("channel shuffle", LINEAR)),  # channel shuffle, split
+    ("vit_tiny", 32, ("attention",)),  # only the MLP hidden widths can go
 ]
 
 
-@pytest.mark.parametrize(("name", "size", "skip_reason"), ARCHITECTURES, ids=[a[0] for a in ARCHITECTURES])
-def test_architecture_prunes_to_the_plan_and_trains_on(name, size, skip_reason):
+@pytest.mark.parametrize(("name", "size", "skip_reasons"), ARCHITECTURES, ids=[a[0] for a in ARCHITECTURES])
+def test_architecture_prunes_to_the_plan_and_trains_on(name, size, skip_reasons):
     model = _build(name, size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     pruner = ADPruner(model, torch.zeros(2, 3, size, size), optimizer, prune_at=[], min_channels=MIN_CHANNELS)
     _train_steps(model, optimizer, size)
 
-    if skip_reason is None:
+    if not skip_reasons:
         assert pruner.skipped == {}
     else:
-        assert pruner.skipped and all(skip_reason in reason for reason in pruner.skipped.values())
+        assert pruner.skipped and all(
+            any(r in reason for r in skip_reasons) for reason in pruner.skipped.values()
+        )
     assert not set(pruner.skipped) & set(pruner.widths)
     groups = {g.name: g for g in pruner.groups}
     widths = pruner.widths

@@ -4,13 +4,27 @@ A group is named after its root layer. Besides its width it records its *probes*
 which its activation density is counted, with the map from each tensor's channel indices to the
 group's channel indices.
 
+One rule decides where: **a group's density is the share of non-zero activations that the next
+layers read from it, counted after the activation and before any pooling** (see `readers`).
+
 - A plain chain (one conv or linear layer, optionally one normalisation layer after it) is probed at
-  the chain's output. Counting positives there equals counting non-zeros after the activation that
-  follows, before any pooling blurs them.
+  the chain's output: counting positives there equals counting non-zeros after the activation that
+  follows, before any pooling blurs them (a max-pool makes activations look denser, a global mean
+  makes every channel look fully active).
 - Any other group (channels summed by residual connections, concatenated, passed through
-  depthwise convs) is probed at the input of every conv or linear layer that consumes it: exactly
-  the tensor the next layer reads, whatever activations (reused modules, functional calls) and
-  additions lie between.
+  depthwise convs) is probed at the input of every conv or linear layer that reads it through an
+  activation, whatever reused modules, functional calls and additions lie between: that input is
+  the residual stream itself, after its activation. A tensor that several layers read (a stage's
+  first conv and its shortcut conv) is counted once. Readers that see the channels only after
+  pooling them (a ResNet stage behind its stem's max-pool, the classifier behind global pooling)
+  are not counted; a group with no other reader is left alone.
+- A group that some reader reads with no activation in between (MobileNetV2's linear bottleneck)
+  is left alone: that reader uses every value, zero or not, so density cannot say which channels
+  are idle.
+
+Besides its probes a group records its *readers*: every tensor through which the next layers see
+its channels (the chain's output, or the input of every consumer), which is where `fade` scales
+channels down before they are removed.
 
 A conv reads its channels along dim 1, a linear layer along its last dim (channels-last tensors, as
 in ConvNeXt's blocks and transformers' MLPs); each probe records which.
@@ -31,6 +45,8 @@ from dataclasses import dataclass
 
 import torch_pruning as tp
 from torch import nn
+
+from .readers import Reading, reading
 
 _CONV = nn.modules.conv._ConvNd
 _NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -72,6 +88,7 @@ class ChannelGroup:
     probes: tuple[Probe, ...]
     blocks: int = 1
     skip_reason: str | None = None
+    readers: tuple[Probe, ...] = ()
 
 
 def is_depthwise(module: nn.Module) -> bool:
@@ -102,6 +119,47 @@ def _chain_output(model: nn.Module, members: list[str]) -> tuple[str, int] | Non
     if is_depthwise(layer):
         return None
     return (norms[0] if norms else layers[0]), _channel_dim(layer)
+
+
+def _density_probes(
+    graph: tp.DependencyGraph, members: list[str], consumers: list[Probe], readers: list[Probe], chain: bool
+) -> tuple[list[Probe], str | None]:
+    """Where a group's density is counted, by the rule of the module docstring, and why the group is
+    left alone when it is (else None). A chain's only reader is its output, counted before any pooling.
+    """
+    model = graph.model
+    member_modules = [model.get_submodule(n) for n in members]
+    readings = {
+        p.module_name: reading(graph, model.get_submodule(p.module_name), member_modules) for p in consumers
+    }
+    linear = [name for name, kind in readings.items() if kind is Reading.LINEAR]
+    if linear:
+        return readers, (
+            f"{linear[0]} reads its channels with no activation after them (a linear bottleneck): every "
+            "value is used, so activation density cannot say which channels are idle"
+        )
+    active = _distinct_tensors(
+        graph, [p for p in consumers if readings[p.module_name] is Reading.ACTIVATIONS]
+    )
+    if chain or active:
+        return (readers if chain else active), None
+    return readers, (
+        "the next layers read its channels only after pooling their activations, so no tensor shows how "
+        "many of them are non-zero"
+    )
+
+
+def _distinct_tensors(graph: tp.DependencyGraph, probes: list[Probe]) -> list[Probe]:
+    """`probes` without those that read a tensor an earlier probe reads already (a stage's first conv
+    and its shortcut conv read one tensor): every tensor is counted once, however many layers read it."""
+    seen, distinct = set(), []
+    for probe in probes:
+        node = graph.module2node[graph.model.get_submodule(probe.module_name)]
+        key = (tuple(id(i) for i in node.inputs), probe.tensor_idxs, probe.channel_idxs, probe.channel_dim)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(probe)
+    return distinct
 
 
 def _blocks(graph: tp.DependencyGraph, module, handler) -> int:
@@ -158,14 +216,18 @@ def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> 
             continue
         width = graph.get_out_channels(root)
         chain_end = _chain_output(graph.model, members)
+        readers = consumers
         if chain_end is not None:
-            consumers = [Probe(chain_end[0], True, tuple(range(width)), tuple(range(width)), chain_end[1])]
-        reason = _unsafe_reason(graph, group, names)
+            readers = [Probe(chain_end[0], True, tuple(range(width)), tuple(range(width)), chain_end[1])]
+        probes, reason = _density_probes(graph, members, consumers, readers, chain_end is not None)
+        reason = _unsafe_reason(graph, group, names) or reason
         if reason is None and width % blocks:
             reason = (
                 f"its {width} channels do not split into the {blocks} groups its grouped convs/norms read"
             )
-        groups.append(ChannelGroup(names[root], width, tuple(members), tuple(consumers), blocks, reason))
+        groups.append(
+            ChannelGroup(names[root], width, tuple(members), tuple(probes), blocks, reason, tuple(readers))
+        )
     found = {member for group in groups for member in group.members}
     for root, exc in getattr(graph, "failed_roots", {}).items():
         if root in names and names[root] not in found:
