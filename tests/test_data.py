@@ -190,6 +190,22 @@ def test_mnist_has_no_flip_and_subset_keeps_the_first_samples(tmp_path):
     assert load_dataset("mnist", tmp_path, subset=100).train_labels.shape == (5,)
 
 
+def test_validation_split_follows_the_subset_and_never_overlaps_training(tmp_path):
+    truth = write_mnist_dir(tmp_path / "MNIST" / "raw")  # 5 training images
+    splits = load_dataset("mnist", tmp_path, subset=2, val=2)
+    assert splits.train_labels.tolist() == truth["train_y"][:2].tolist()
+    assert splits.val_labels.tolist() == truth["train_y"][2:4].tolist()
+    assert torch.equal(splits.val_images[:, 0, 2:30, 2:30], torch.from_numpy(truth["train_x"][2:4]))
+    whole = load_dataset("mnist", tmp_path, val=2)  # without a subset: the last images are held out
+    assert whole.train_labels.tolist() == truth["train_y"][:3].tolist()
+    assert whole.val_labels.tolist() == truth["train_y"][3:].tolist()
+    short = load_dataset("mnist", tmp_path, subset=4, val=2)  # too few images: training gives way
+    assert short.train_labels.shape == (3,) and short.val_labels.tolist() == truth["train_y"][3:].tolist()
+    assert load_dataset("mnist", tmp_path).val_labels.shape == (0,)
+    with pytest.raises(AdpruneError, match="--val-split 5 leaves no training images of the 5"):
+        load_dataset("mnist", tmp_path, val=5)
+
+
 def test_idx_with_a_wrong_magic_number_names_the_file(tmp_path):
     write_mnist_dir(tmp_path, compress=False)
     bad = tmp_path / "train-labels-idx1-ubyte"

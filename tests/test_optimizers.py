@@ -1,11 +1,12 @@
-"""The run's optimizers: weight decay only on weights, and Adam's decay coupled into the gradient (L2)."""
+"""The run's optimizers: weight decay only on weights, Adam's decay coupled into the gradient (L2), and the
+learning-rate ramp after a prune."""
 
 import pytest
 import torch
 from torch import nn
 
 from adprune.train.config import TrainConfig
-from adprune.train.optimizers import make_optimizer
+from adprune.train.optimizers import LearningRateRamp, make_optimizer
 
 
 def _model() -> nn.Module:
@@ -40,3 +41,25 @@ def test_adam_couples_weight_decay_into_the_gradient():
         moved[name] = before - weight.detach()
         expected = lr * torch.sign(before) if name == "adam" else lr * wd * before
         torch.testing.assert_close(moved[name], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_ramp_rises_linearly_then_restores_the_schedule():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.SGD([{"params": params, "lr": 0.4}, {"params": [], "lr": 0.2}])
+    ramp = LearningRateRamp(optimizer, steps=3)
+    seen = []
+    for step in range(1, 6):
+        ramp.before_step(step)
+        seen.append([g["lr"] for g in optimizer.param_groups])
+    assert seen == [
+        [0.1, 0.05],
+        [0.2, 0.1],
+        [0.30000000000000004, 0.15000000000000002],
+        [0.4, 0.2],
+        [0.4, 0.2],
+    ]
+    ramp.restore()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.4, 0.2]
+    ramp = LearningRateRamp(optimizer, steps=0)
+    ramp.before_step(1)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.4, 0.2]

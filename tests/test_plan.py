@@ -1,4 +1,4 @@
-"""Width plans and the convergence trigger give exactly the widths and decisions they promise."""
+"""Width plans and the prune triggers give exactly the widths and decisions they promise."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adprune.prune.plan import ConvergenceTrigger, plan_width, plan_widths
+from adprune.prune.plan import ConvergenceTrigger, RankingTrigger, plan_width, plan_widths, removal_change
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,53 @@ def test_trigger_state_round_trips():
 def test_trigger_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         ConvergenceTrigger(**kwargs)
+
+
+def test_removal_change_is_the_share_of_channels_whose_fate_changed():
+    widths = {"a": 4, "b": 6}
+    before = {"a": {0, 1}, "b": {0, 1, 2}}
+    after = {"a": {0, 2}, "b": {0, 1, 2}}  # channel 1 is kept now, channel 2 removed
+    assert removal_change(before, after, widths) == 2 / 10
+    assert removal_change(before, {}, widths) == 5 / 10
+    assert math.isnan(removal_change({}, {}, {}))
+
+
+def test_ranking_trigger_fires_after_patience_stable_epochs_and_restarts_on_reset():
+    widths = {"a": 10}
+    trigger = RankingTrigger(tol=0.25, patience=2)
+    assert trigger.update({"a": {0, 1, 2, 3, 4}}, widths) is False and trigger.last_change is None
+    assert trigger.update({"a": {5, 6, 7, 8, 9}}, widths) is False  # every channel changed fate
+    assert trigger.last_change == 1.0
+    assert trigger.update({"a": {5, 6, 7, 8, 0}}, widths) is False  # 0.2 < 0.25, but one epoch only
+    assert trigger.update({"a": {5, 6, 7, 8, 0}}, widths) is True  # 0.2, then 0.0
+    assert trigger.update({"a": {1, 2, 7, 8, 0}}, widths) is False  # 0.4
+    trigger.reset()
+    assert trigger.update({"a": {1, 2, 7, 8, 0}}, widths) is False and trigger.last_change is None
+
+
+def test_ranking_trigger_state_round_trips():
+    trigger = RankingTrigger(tol=0.1, patience=1)
+    trigger.update({"a": {0, 1}}, {"a": 8})
+    clone = RankingTrigger(tol=0.1, patience=1)
+    clone.load_state_dict(trigger.state_dict())
+    assert clone.update({"a": {0, 1}}, {"a": 8}) is True
+    assert clone.last_change == 0.0
+
+
+@given(
+    width=st.integers(1, 64),
+    before=st.sets(st.integers(0, 63)),
+    after=st.sets(st.integers(0, 63)),
+)
+def test_removal_change_is_a_symmetric_share(width, before, after):
+    b = {"a": {c for c in before if c < width}}
+    a = {"a": {c for c in after if c < width}}
+    change = removal_change(b, a, {"a": width})
+    assert 0 <= change <= 1 and change == removal_change(a, b, {"a": width})
+    assert (change == 0) == (a == b)
+
+
+@pytest.mark.parametrize("kwargs", [{"tol": 0}, {"tol": 1.5}, {"patience": 0}])
+def test_ranking_trigger_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        RankingTrigger(**kwargs)

@@ -29,6 +29,11 @@ def _adp_outcome(summary: dict[str, Any], method: str) -> tuple[int, list[dict[s
     return summary["params"], prunes
 
 
+def decided_epoch(prune: dict[str, Any]) -> int:
+    """The epoch after which a summary's prune was decided (earlier than its `epoch` when it faded)."""
+    return prune.get("decided") or prune["epoch"]
+
+
 def _dense_groups(adp_run: Path) -> tuple[torch.nn.Module, torch.Tensor, list]:
     """The dense model `adp_run` started from (freshly built), an example input, and its prunable groups."""
     arch = read_arch(adp_run)
@@ -86,12 +91,12 @@ def method_configs(
         slim = make(
             "slimming", prune="adp", importance="bn_scale", bn_l1=config.slimming_l1, max_prunes=1,
             target_params=lambda: _adp_outcome(adp_summary(), "slimming")[0],
-            prune_at=lambda: [_adp_outcome(adp_summary(), "slimming")[1][-1]["epoch"]],
+            prune_at=lambda: [decided_epoch(_adp_outcome(adp_summary(), "slimming")[1][-1])],
         )  # fmt: skip
         return [slim]
 
     def schedule() -> dict[str, dict[str, int]]:
         _, prunes = _adp_outcome(adp_summary(), "l1-filter")
-        return {str(p["epoch"]): p["widths_after"] for p in prunes}
+        return {str(decided_epoch(p)): p["widths_after"] for p in prunes}
 
     return [make("l1-filter", prune="adp", importance="l1", width_schedule=schedule)]

@@ -6,3 +6,7 @@ MODES = ("inherit", "reinit")
 IMPORTANCES = ("density", "l1", "bn_scale")
 """Which channels a prune removes: the least dense (ADP), the smallest filter L1 norms, the smallest
 BatchNorm scales."""
+
+TRIGGERS = ("ranking", "density")
+"""When a prune is due without fixed epochs: when the channels the plan would remove stopped changing,
+or when every layer's density stopped moving."""

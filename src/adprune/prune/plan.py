@@ -1,10 +1,10 @@
-"""Width plans and the convergence trigger: pure functions of densities, no torch state."""
+"""Width plans and the prune triggers: pure functions of densities and channel choices, no torch."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 
 def plan_width(density: float, width: int, *, min_channels: int = 1, round_to: int = 1) -> int:
@@ -78,6 +78,69 @@ class ConvergenceTrigger:
     def load_state_dict(self, state: Mapping) -> None:
         """Restore a window written by `state_dict`."""
         self.window = deque((dict(e) for e in state["window"]), maxlen=self.patience + 1)
+
+
+def removal_change(
+    before: Mapping[str, Set[int]], after: Mapping[str, Set[int]], widths: Mapping[str, int]
+) -> float:
+    """The share of all channels of `widths` whose fate (removed or kept) differs between two removal
+    plans ({group: channel indices to remove}); NaN without channels. A group missing from either
+    plan removes nothing there."""
+    total = sum(widths.values())
+    if total == 0:
+        return math.nan
+    changed = sum(len(set(before.get(name, ())) ^ set(after.get(name, ()))) for name in widths)
+    return changed / total
+
+
+class RankingTrigger:
+    """Fires when the channels a prune would remove stopped changing: EarlyBird's mask-distance test
+    applied to the density plan.
+
+    Feed it, once per epoch, the channels the plan would remove now ({group: indices}) and the
+    widths. The distance between consecutive epochs is `removal_change`; the trigger fires when the
+    last `patience` distances are all below `tol`. Right after initialisation every channel's
+    density is noise around the layer's mean, so the choice flips from epoch to epoch; it settles
+    once training has given the channels their roles. `reset` forgets everything (after a prune the
+    channels are new).
+    """
+
+    def __init__(self, tol: float = 0.1, patience: int = 2) -> None:
+        if not 0 < tol <= 1 or patience < 1:
+            raise ValueError(f"tol must be in (0, 1] and patience >= 1, got tol={tol}, patience={patience}")
+        self.tol = tol
+        self.patience = patience
+        self.previous: dict[str, list[int]] | None = None
+        self.distances: deque[float] = deque(maxlen=patience)
+
+    @property
+    def last_change(self) -> float | None:
+        """The latest distance, or None before two epochs were seen."""
+        return self.distances[-1] if self.distances else None
+
+    def update(self, removal: Mapping[str, Set[int]], widths: Mapping[str, int]) -> bool:
+        """Record one epoch's removal plan; True when it has been stable for `patience` epochs."""
+        current = {name: sorted(channels) for name, channels in removal.items()}
+        if self.previous is not None:
+            self.distances.append(removal_change(self.previous, current, widths))
+        self.previous = current
+        return len(self.distances) == self.patience and all(d < self.tol for d in self.distances)
+
+    def reset(self) -> None:
+        """Forget the previous plan and the distances."""
+        self.previous = None
+        self.distances.clear()
+
+    def state_dict(self) -> dict:
+        """JSON-ready state: the previous plan and the recent distances."""
+        return {"tol": self.tol, "patience": self.patience, "previous": self.previous,
+                "distances": list(self.distances)}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore what `state_dict` returned."""
+        previous = state["previous"]
+        self.previous = None if previous is None else {k: list(v) for k, v in previous.items()}
+        self.distances = deque(state["distances"], maxlen=self.patience)
 
 
 def parameter_reduction(params_before: int, params_after: int) -> float:

@@ -5,62 +5,37 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import AdpruneError
-from .choices import IMPORTANCES, MODES
+from .choices import IMPORTANCES, MODES, TRIGGERS
 from .cost import count_parameters, inference_macs, training_flops_per_sample
 from .density import DensityMonitor
+from .events import EpochCost, PendingPrune, PruneEvent
+from .fade import ChannelFade
 from .groups import find_groups
 from .importance import weight_scores
-from .plan import ConvergenceTrigger, parameter_reduction, plan_widths
+from .plan import ConvergenceTrigger, RankingTrigger, parameter_reduction, plan_widths
 from .surgery import channels_to_remove, prune_groups
 from .targets import fit_widths, parameters_at, ranked_widths
 from .tp_compat import build_graph
 from .trial import find_unprunable
 
 
-@dataclass
-class PruneEvent:
-    """One prune: when, the widths before and after, the parameters before and after, its seconds."""
-
-    epoch: int
-    widths_before: dict[str, int]
-    widths_after: dict[str, int]
-    params_before: int
-    params_after: int
-    seconds: float
-
-
-@dataclass
-class EpochCost:
-    """The ledger line of one epoch, for the model as it trained during that epoch.
-
-    `params_after` is the parameter count once the epoch closed: lower than `params` after a prune.
-    """
-
-    epoch: int
-    params: int
-    macs: int
-    train_flops: int
-    train_flops_total: int
-    samples: int
-    params_after: int
-    prune_s: float = 0.0
-    pruned: bool = False
-
-
 class ADPruner:
     """Prunes `model` in training from the activation density of its channel groups.
 
     Call `epoch_end(epoch)` after each training epoch: it reads the densities the monitor counted
-    during the epoch's training forwards, decides whether to prune (at the epochs in `prune_at`,
-    or, when `prune_at` is None, when the densities converged: moved less than `tol` over
-    `patience` epochs), and if so shrinks every group to `ceil(density * width)` channels (at least
-    `min_channels`, rounded up to `round_to`). `mode="inherit"` keeps the densest channels and their
+    during the epoch's training forwards, decides whether to prune (at the epochs in `prune_at`, or,
+    when `prune_at` is None, when the `trigger` fires), and if so shrinks every group to
+    `ceil(density * width)` channels (at least `min_channels`, rounded up to `round_to`).
+    `trigger="ranking"` fires when the channels the plan would remove stopped changing: the share of
+    channels whose fate differs from the epoch before stayed below `tol` (default 0.1) for
+    `patience` epochs (`plan.RankingTrigger`). `trigger="density"` fires when every group's density
+    moved less than `tol` (default 0.02) over `patience` epochs (`plan.ConvergenceTrigger`).
+    `mode="inherit"` keeps the densest channels and their
     weights and optimizer state; `mode="reinit"` re-initialises the new widths. Pruning stops after
     `max_prunes` prunes, or after a prune that removed less than `min_reduction` of the parameters.
     Layers named in `ignore` (module names or modules) keep their output width; the classifier and
@@ -72,6 +47,11 @@ class ADPruner:
     replaces the plan by given widths at given epochs (pruning ends after its last epoch).
     `target_params` replaces the plan by a global ranking of all channels by `importance`, cut where
     the model has the parameter count closest to the target (Network Slimming's global threshold).
+
+    `fade` (a share of an epoch, 0 to 1) makes every prune gradual: the prune is decided at the end
+    of an epoch, the channels it removes are scaled down linearly to zero over that share of the
+    next epoch while training goes on, and they are removed at that epoch's end, when removing them
+    no longer changes what the model computes. With `fade=0` a prune removes its channels at once.
 
     Channel groups that cannot be pruned safely are left alone and listed in `skipped` (group name
     -> reason): groups that reach attention or a recurrent layer, or pass through a reshape
@@ -89,7 +69,8 @@ class ADPruner:
         optimizer: torch.optim.Optimizer | None = None,
         *,
         prune_at: Iterable[int] | None = None,
-        tol: float = 0.02,
+        trigger: str = "ranking",
+        tol: float | None = None,
         patience: int = 2,
         min_channels: int = 4,
         round_to: int = 1,
@@ -101,7 +82,10 @@ class ADPruner:
         importance: str = "density",
         schedule: Mapping[int, Mapping[str, int]] | None = None,
         target_params: int | None = None,
+        fade: float = 0.0,
     ) -> None:
+        if trigger not in TRIGGERS:
+            raise AdpruneError(f"trigger must be one of {', '.join(TRIGGERS)}, got {trigger!r}")
         if mode not in MODES:
             raise AdpruneError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if importance not in IMPORTANCES:
@@ -110,6 +94,8 @@ class ADPruner:
             raise AdpruneError("give a width schedule or a target parameter count, not both")
         if min_channels < 1 or round_to < 1 or max_prunes < 0:
             raise AdpruneError("min_channels and round_to must be >= 1 and max_prunes >= 0")
+        if not 0.0 <= fade <= 1.0:
+            raise AdpruneError(f"fade must be a share of an epoch in [0, 1], got {fade}")
         self.model = model
         self.example_input = example_input
         self.optimizer = optimizer
@@ -119,12 +105,18 @@ class ADPruner:
         self.mode = mode
         self.max_prunes = max_prunes
         self.min_reduction = min_reduction
-        self.trigger = ConvergenceTrigger(tol=tol, patience=patience)
+        self.trigger_kind = trigger
+        own_tol = {} if tol is None else {"tol": tol}
+        self.trigger = ConvergenceTrigger(patience=patience, **(own_tol if trigger == "density" else {}))
+        self.ranking = RankingTrigger(patience=patience, **(own_tol if trigger == "ranking" else {}))
         self.ignore = [model.get_submodule(m) if isinstance(m, str) else m for m in ignore]
         self.check = check
         self.importance = importance
         self.schedule = None if schedule is None else {int(e): dict(w) for e, w in schedule.items()}
         self.target_params = target_params
+        self.fade = fade
+        self.pending: PendingPrune | None = None
+        self._fade: ChannelFade | None = None
         self.skipped: dict[str, str] = {}
         self.events: list[PruneEvent] = []
         self.ledger: list[EpochCost] = []
@@ -181,10 +173,13 @@ class ADPruner:
     def epoch_end(self, epoch: int, *, last: bool = False) -> tuple[nn.Module, torch.optim.Optimizer | None]:
         """Close the epoch: read densities, prune if due, append to the ledger, start a new window.
 
-        Pass `last=True` for the final epoch of the budget: a network pruned then would never be
-        trained again, so no prune happens. Returns the model and the optimizer, both changed in
-        place when a prune happened.
+        With `fade > 0` a prune that is due is only decided here: its channels fade out during the
+        next epoch (see `fade.ChannelFade`) and are removed at that epoch's end. Pass `last=True` for
+        the final epoch of the budget: a network pruned then would never be trained again, so no
+        prune is decided (one whose channels have already faded out is completed). Returns the model
+        and the optimizer, both changed in place when a prune happened.
         """
+        local_samples = self.monitor.samples_seen  # this process's; read() sums them over the ranks
         self.channel_densities = self.monitor.read()
         if not self.channel_densities:
             raise AdpruneError(
@@ -192,19 +187,30 @@ class ADPruner:
                 "training an epoch with model.train()"
             )
         self.densities = {name: float(d.mean()) for name, d in self.channel_densities.items()}
-        converged = self.trigger.update(self.densities)
+        settled = self.trigger.update(self.densities)
+        stable = self.ranking.update(self._density_removal(), self.widths)
+        converged = stable if self.trigger_kind == "ranking" else settled
         macs, flops_per_sample = self._model_costs()
         samples = self.monitor.samples_seen
         params = count_parameters(self.model)
         total = (self.ledger[-1].train_flops_total if self.ledger else 0) + flops_per_sample * samples
         line = EpochCost(epoch, params, macs, flops_per_sample * samples, total, samples, params_after=params)
-        if not last and self._due(epoch, converged):
-            started = time.perf_counter()
-            event = self.prune(epoch)
+        line.mask_change = self.ranking.last_change
+        started = time.perf_counter()
+        event = None
+        if self.pending is not None:
+            event = self._finish_fade(epoch)
+            event.seconds = time.perf_counter() - started
+        elif not last and self._due(epoch, converged):
+            if self.fade > 0:
+                line.decided = self._start_fade(epoch, local_samples)
+            else:
+                event = self.prune(epoch)
+        if event is not None or line.decided:
             line.prune_s = time.perf_counter() - started
-            if event is not None:
-                line.pruned = True
-                line.params_after = event.params_after
+        if event is not None:
+            line.pruned = True
+            line.params_after = event.params_after
         self.ledger.append(line)
         self.monitor.reset()
         return self.model, self.optimizer
@@ -224,6 +230,15 @@ class ADPruner:
                 )
         return planned
 
+    def _density_removal(self) -> dict[str, set[int]]:
+        """The channels the density plan would remove now, per group."""
+        planned = self.planned_widths()
+        return {
+            g.name: set(channels_to_remove(self.channel_densities[g.name], planned[g.name], g.blocks))
+            for g in self.groups
+            if g.name in self.channel_densities and planned[g.name] < g.width
+        }
+
     def prune(
         self, epoch: int, channel_densities: Mapping[str, torch.Tensor] | None = None
     ) -> PruneEvent | None:
@@ -233,8 +248,13 @@ class ADPruner:
         Groups absent from `channel_densities` keep their width. The model and the optimizer are
         changed in place, the monitor restarts its window, and the event is recorded in `events`.
         Returns None when the plan keeps every width (pruning then stops: `finished` is set).
-        An explicit call prunes even after `finished` or `max_prunes`.
+        An explicit call prunes even after `finished` or `max_prunes`, without fading.
         """
+        if self.pending is not None:
+            raise AdpruneError(
+                f"the prune decided after epoch {self.pending.decided} is still fading out its channels: "
+                "call epoch_end to complete it before pruning again"
+            )
         if channel_densities is not None:
             self._set_densities(channel_densities)
         elif not self.channel_densities:
@@ -299,7 +319,9 @@ class ADPruner:
             lambda widths: parameters_at(self.model, self.example_input, widths),
         )
 
-    def _prune(self, epoch: int) -> PruneEvent | None:
+    def _removal(self, epoch: int) -> dict[str, list[int]] | None:
+        """The channels a prune at `epoch` removes per group; None (and `finished`) when the plan keeps
+        every width."""
         before, scores = self.widths, self._scores()
         if self.schedule is not None and epoch in self.schedule:
             planned = self._scheduled_widths(epoch)
@@ -311,12 +333,39 @@ class ADPruner:
             self.finished = True
             return None
         blocks = {g.name: g.blocks for g in self.groups}
-        remove = {
+        return {
             name: channels_to_remove(scores[name], planned[name], blocks[name])
             for name in before
             if planned[name] < before[name]
         }
-        params_before = count_parameters(self.model)
+
+    def _prune(self, epoch: int) -> PruneEvent | None:
+        remove = self._removal(epoch)
+        return None if remove is None else self._cut(epoch, remove, decided=None)
+
+    def _start_fade(self, epoch: int, local_samples: int) -> bool:
+        """Decide the prune of `epoch` and start fading its channels out; False when nothing goes."""
+        remove = self._removal(epoch)
+        if remove is None:
+            return False
+        self.restore_pending(PendingPrune(epoch, remove, max(1, round(self.fade * local_samples))))
+        return True
+
+    def restore_pending(self, pending: PendingPrune) -> None:
+        """Make `pending` the prune in progress: its channels fade out from the next training forward."""
+        self.pending = pending
+        self._fade = ChannelFade(self.model, self.groups, pending.remove, pending.ramp_samples)
+
+    def _finish_fade(self, epoch: int) -> PruneEvent:
+        pending, self.pending = self.pending, None
+        self._fade.detach()
+        self._fade = None
+        return self._cut(epoch, pending.remove, decided=pending.decided)
+
+    def _cut(self, epoch: int, remove: Mapping[str, list[int]], decided: int | None) -> PruneEvent:
+        """Remove the channels, find the groups of the smaller model again, record the event and
+        apply the stop rule."""
+        before, params_before = self.widths, count_parameters(self.model)
         self.monitor.detach()
         prune_groups(
             self.model, self.graph, self.groups, remove, self.optimizer, reinit=self.mode == "reinit"
@@ -324,12 +373,15 @@ class ADPruner:
         self.groups = self._find_groups()
         self.monitor = DensityMonitor(self.model, self.groups)
         self.trigger.reset()
+        self.ranking.reset()
         self._macs = self._flops_per_sample = None
-        event = PruneEvent(epoch, before, self.widths, params_before, count_parameters(self.model), 0.0)
+        params_after = count_parameters(self.model)
+        event = PruneEvent(epoch, before, self.widths, params_before, params_after, 0.0, decided)
         self.events.append(event)
         reduction = parameter_reduction(event.params_before, event.params_after)
-        if self.schedule is not None:
-            self.finished = epoch >= max(self.schedule)
-        elif len(self.events) >= self.max_prunes or reduction < self.min_reduction:
+        fixed = self.schedule or self.prune_at
+        if fixed and (decided or epoch) >= max(fixed):  # the last of the given epochs
+            self.finished = True
+        if self.schedule is None and (len(self.events) >= self.max_prunes or reduction < self.min_reduction):
             self.finished = True
         return event

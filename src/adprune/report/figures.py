@@ -11,10 +11,11 @@ from typing import Any
 
 
 def training_wall_s(summary: Mapping[str, Any]) -> float:
-    """Seconds spent producing the model: training plus pruning, without evaluation (which only
-    measures it and depends on how often and on how much data it runs)."""
+    """Seconds spent producing the model: training, pruning and the validation that decisions in
+    training read, without the test evaluation (which only measures the model and depends on how
+    often and on how much data it runs)."""
     wall = summary["wall_s"]
-    return float(wall.get("train", 0.0)) + float(wall.get("prune", 0.0))
+    return sum(float(wall.get(key, 0.0)) for key in ("train", "prune", "val"))
 
 
 def total_wall_s(summary: Mapping[str, Any]) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 from ..errors import AdpruneError
 from ..runs.atomic import atomic_write_bytes
 from . import plots
-from .compare import comparison_rows, factor_text, human_number
+from .compare import comparison_rows, factor_text
 from .inputs import (
     Bench,
     ReportWarning,
@@ -35,6 +36,7 @@ from .inputs import (
     unpruned_flops,
     width_stages,
 )
+from .tables import architecture_table, compact, html_table, prune_table, summary_table
 
 REPORT_FILE = "report.html"
 REPORT_SUBDIR = "report"
@@ -68,25 +70,6 @@ class _Page:
         return f"<figure>{image}<figcaption>{alt}</figcaption></figure>"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    """An HTML table; cells are escaped, and a cell given as ('text', 'exact') gets a tooltip."""
-
-    def cell(value: Any, tag: str) -> str:
-        if isinstance(value, tuple):
-            return f'<{tag} title="{html.escape(value[1])}">{html.escape(value[0])}</{tag}>'
-        return f"<{tag}>{html.escape(str(value))}</{tag}>"
-
-    head = "".join(cell(h, "th") for h in header)
-    body = "".join("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _compact(value: float | int | None) -> str | tuple[str, str]:
-    if value is None:
-        return "n/a"
-    return (human_number(value), f"{value:,}")
-
-
 def _run_figures(run: Run, prefix: str, page: _Page) -> str:
     records = run.records
     epochs = [r["epoch"] for r in records]
@@ -94,6 +77,9 @@ def _run_figures(run: Run, prefix: str, page: _Page) -> str:
     layers = layer_names(records)
     span, density, summary = density_grid(records, layers)
     accuracy = [("test", [100 * r["test_acc"] for r in records])]
+    if any(r.get("val_acc") is not None for r in records):
+        val = [math.nan if r.get("val_acc") is None else 100 * r["val_acc"] for r in records]
+        accuracy.append(("validation", val))
     if all("train_acc" in r for r in records):
         accuracy.insert(0, ("train", [100 * r["train_acc"] for r in records]))
     loss = [("train", [r["train_loss"] for r in records]), ("test", [r["test_loss"] for r in records])]
@@ -118,7 +104,7 @@ def _run_figures(run: Run, prefix: str, page: _Page) -> str:
                 plots.width_bars(layers, widths),
                 "Output channels of each layer at the start and after each prune.",
             ),
-            _architecture_table(layers, stages[0][1], stages[-1][1]),
+            architecture_table(layers, stages[0][1], stages[-1][1]),
             page.figure(
                 f"{prefix}costs.png",
                 plots.cost_curves(
@@ -133,59 +119,6 @@ def _run_figures(run: Run, prefix: str, page: _Page) -> str:
             ),
         )
     )
-
-
-def _architecture_table(layers: Sequence[str], initial: dict[str, int], final: dict[str, int]) -> str:
-    rows = [
-        (layer, f"{initial[layer]:,}", f"{final[layer]:,}", f"{100 * final[layer] / initial[layer]:.1f}%")
-        for layer in layers
-        if layer in initial and layer in final and initial[layer]
-    ]
-    total_initial = sum(initial.get(layer, 0) for layer in layers)
-    total_final = sum(final.get(layer, 0) for layer in layers)
-    if total_initial:
-        rows.append(
-            (
-                "all layers",
-                f"{total_initial:,}",
-                f"{total_final:,}",
-                f"{100 * total_final / total_initial:.1f}%",
-            )
-        )
-    table = _table(("layer", "initial width", "final width", "share kept"), rows, "numeric")
-    opened = " open" if len(layers) <= 20 else ""
-    return f"<details{opened}><summary>Final architecture ({len(layers)} layers)</summary>{table}</details>"
-
-
-def _summary_table(run: Run, s: dict[str, Any]) -> str:
-    wall = s["wall_s"]
-    prunes = [p["epoch"] for p in s.get("prunes") or []]
-    energy = "not measured" if s.get("energy_j") is None else f"{s['energy_j']:,.1f} J"
-    if s.get("energy_source"):
-        energy += f" ({s['energy_source']})"
-    rows = [
-        ("status", f"PARTIAL: {run.partial}" if run.partial else "finished"),
-        ("epochs logged", f"{len(run.records)} of {s.get('epochs') or '?'}"),
-        ("test accuracy", f"{100 * s['test_acc']:.2f}%"),
-        ("test loss", f"{s['test_loss']:.4f}"),
-        ("parameters", _change(s["params_initial"], s["params"])),
-        ("inference MACs per sample", _change(s["macs_initial"], s["macs"])),
-        ("training FLOPs, total", f"{s['train_flops_total']:,}"),
-        (
-            "wall time",
-            f"{sum(wall.values()):,.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in wall.items()) + ")",
-        ),
-        ("energy", energy),
-        ("prunes", "after epoch " + ", ".join(map(str, prunes)) if prunes else "none"),
-        ("device", str(s.get("device") or "unknown")),
-    ]
-    return _table(("", "value"), rows, "summary")
-
-
-def _change(initial: int, final: int) -> str:
-    if initial == final:
-        return f"{final:,} (unchanged)"
-    return f"{final:,} (from {initial:,}, {initial / final:.2f}x fewer)"
 
 
 def _options(run: Run) -> dict[str, Any]:
@@ -210,9 +143,8 @@ def _run_section(run: Run, label: str, prefix: str, page: _Page) -> str:
     head = _run_title(run, label)
     if not run.records:
         return f"<section>{head}<p>No epoch has finished yet: nothing to show.</p></section>"
-    return (
-        f"<section>{head}{_summary_table(run, run_summary(run))}{_run_figures(run, prefix, page)}</section>"
-    )
+    tables = summary_table(run, run_summary(run)) + prune_table(run.records)
+    return f"<section>{head}{tables}{_run_figures(run, prefix, page)}</section>"
 
 
 def _comparison_section(runs: Sequence[Run], labels: Sequence[str], page: _Page) -> str:
@@ -222,14 +154,14 @@ def _comparison_section(runs: Sequence[Run], labels: Sequence[str], page: _Page)
         for label, r in zip(labels, rows, strict=True)
     ]
     png = plots.tradeoff(points, "Runs compared: test accuracy against cost")
-    table = _table(
+    table = html_table(
         ("run", "test acc", "Δ acc (pts)", "params", "×", "MACs", "×", "train FLOPs", "×", "train wall s",
          "×", "total wall s", "energy J", "status"),
         [
             (
-                label, f"{100 * r['test_acc']:.2f}%", f"{r['acc_delta_pts']:+.2f}", _compact(r["params"]),
-                factor_text(r["params_x"]), _compact(r["macs"]), factor_text(r["macs_x"]),
-                _compact(r["train_flops"]), factor_text(r["train_flops_x"]), f"{r['wall_s']:,.1f}",
+                label, f"{100 * r['test_acc']:.2f}%", f"{r['acc_delta_pts']:+.2f}", compact(r["params"]),
+                factor_text(r["params_x"]), compact(r["macs"]), factor_text(r["macs_x"]),
+                compact(r["train_flops"]), factor_text(r["train_flops_x"]), f"{r['wall_s']:,.1f}",
                 factor_text(r["wall_x"]), f"{r['wall_total_s']:,.1f}",
                 "n/a" if r["energy_j"] is None else f"{r['energy_j']:,.1f}",
                 "PARTIAL" if run.partial else "finished",
@@ -255,7 +187,7 @@ def _bench_cell(key: str, value: Any) -> str | tuple[str, str]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     if isinstance(value, int) or abs(value) >= 1e4:
-        return _compact(value)
+        return compact(value)
     return f"{value:.4g}"
 
 
@@ -270,7 +202,7 @@ def _bench_section(bench: Bench, prefix: str, page: _Page, problems: list[str]) 
                                   row.get("train_flops_total")))  # fmt: skip
     columns = [c for c in BENCH_COLUMNS if any(c in r for r in bench.rows)]
     columns += list(dict.fromkeys(k for r in bench.rows for k in r if k not in columns))
-    table = _table(columns, [[_bench_cell(c, r.get(c)) for c in columns] for r in bench.rows], "numeric")
+    table = html_table(columns, [[_bench_cell(c, r.get(c)) for c in columns] for r in bench.rows], "numeric")
     png = plots.tradeoff(points, f"Bench {bench.name}: test accuracy against cost") if points else None
     figure = (
         "" if png is None else page.figure(f"{prefix}tradeoff.png", png, f"Bench {bench.name}: trade-off.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..errors import AdpruneError
-from ..prune.pruner import ADPruner, EpochCost, PruneEvent
+from ..prune.events import EpochCost, PendingPrune, PruneEvent
+from ..prune.pruner import ADPruner
 from .atomic import atomic_directory, atomic_write_bytes, atomic_write_json
 
 CHECKPOINTS = "checkpoints"
@@ -113,8 +114,10 @@ def save_training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     state: Mapping[str, Any],
+    pinned: Iterable[int] = (),
 ) -> Path:
-    """Write the checkpoint of the end of `epoch` atomically; keep it and the one before it."""
+    """Write the checkpoint of the end of `epoch` atomically; keep it, the one before it and those of
+    the epochs in `pinned` (which a roll back may still need), and remove the rest."""
     run_dir = Path(run_dir)
     root = run_dir / CHECKPOINTS
     root.mkdir(exist_ok=True)
@@ -127,8 +130,10 @@ def save_training_state(
         atomic_write_bytes(tmp / "optimizer.safetensors", save(optimizer_tensors))
         atomic_write_bytes(tmp / "rng.safetensors", save(rng_tensors()))
         atomic_write_json(tmp / "state.json", {**dict(state), "epoch": epoch, "optimizer_groups": groups})
+    keep = {_epoch_dir(run_dir, e).name for e in pinned}
     for old in sorted(root.glob("epoch-*"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".epoch-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
@@ -151,6 +156,15 @@ def _read(path: Path) -> TrainingState:
         raise AdpruneError(f"checkpoint {path} is damaged ({exc})") from None
 
 
+def read_training_state(run_dir: str | Path, epoch: int) -> TrainingState:
+    """The checkpoint of the end of `epoch` (0: the state before training); AdpruneError when it is
+    missing or damaged."""
+    path = _epoch_dir(Path(run_dir), epoch)
+    if not path.is_dir():
+        raise AdpruneError(f"checkpoint {path} is missing: it was removed or never written")
+    return _read(path)
+
+
 def latest_training_state(run_dir: str | Path, warn=print) -> TrainingState | None:
     """The newest readable checkpoint of `run_dir`, falling back past damaged ones (each is reported
     through `warn` and left on disk untouched); None when the run has no checkpoint yet."""
@@ -167,17 +181,23 @@ def pruner_state(pruner: ADPruner) -> dict[str, Any]:
     """The JSON-ready state of `pruner` that the next epochs depend on."""
     return {
         "trigger": pruner.trigger.state_dict(),
+        "ranking": pruner.ranking.state_dict(),
         "events": [dataclasses.asdict(e) for e in pruner.events],
         "ledger": [dataclasses.asdict(line) for line in pruner.ledger],
         "finished": pruner.finished,
         "densities": pruner.densities,
+        "pending": None if pruner.pending is None else dataclasses.asdict(pruner.pending),
     }
 
 
 def restore_pruner(pruner: ADPruner, state: Mapping[str, Any]) -> None:
     """Put `pruner_state`'s output back into a pruner built over the restored model."""
     pruner.trigger.load_state_dict(state["trigger"])
+    if "ranking" in state:
+        pruner.ranking.load_state_dict(state["ranking"])
     pruner.events = [PruneEvent(**e) for e in state["events"]]
     pruner.ledger = [EpochCost(**line) for line in state["ledger"]]
     pruner.finished = bool(state["finished"])
     pruner.densities = dict(state["densities"])
+    if state.get("pending") is not None:
+        pruner.restore_pending(PendingPrune(**state["pending"]))

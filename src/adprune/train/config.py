@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import AdpruneError
 from ..limits import MAX_IMAGE_SIZE, MAX_WIDTH_MULTIPLIER
-from ..prune.choices import IMPORTANCES, MODES
+from ..prune.choices import IMPORTANCES, MODES, TRIGGERS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRUNE_CHOICES = ("adp", "none")
@@ -112,10 +112,21 @@ class TrainConfig:
         "(--tol, --patience)",
         parser="epochs",
     )
-    tol: float = option(
-        0.02, help="densities converged when every layer moved less than this", low=0, high=1, low_open=True
+    trigger: str = option(
+        "ranking",
+        help="without --prune-at, prune when the channels the plan would remove stopped changing "
+        "(ranking) or when every layer's density stopped moving (density)",
+        choices=TRIGGERS,
     )
-    patience: int = option(2, help="... over this many epochs", low=1, high=MAX_EPOCHS)
+    tol: float | None = option(
+        None,
+        help="the trigger's tolerance: share of channels whose fate changed (ranking, default 0.1) or "
+        "density movement (density, default 0.02)",
+        low=0,
+        high=1,
+        low_open=True,
+    )
+    patience: int = option(2, help="... for this many epochs in a row", low=1, high=MAX_EPOCHS)
     min_channels: int = option(4, help="no layer narrower than this", low=1)
     round_to: int = option(1, help="round widths up to a multiple of this, e.g. 8", low=1)
     max_prunes: int = option(3, help="at most this many prunes", low=0)
@@ -124,6 +135,37 @@ class TrainConfig:
         help="stop pruning after a prune that removed less than this share of the parameters",
         low=0,
         high=1,
+    )
+    fade: float = option(
+        0.0,
+        help="fade the channels a prune removes out over this share of the next epoch, then remove them "
+        "(0: remove at once)",
+        low=0,
+        high=1,
+    )
+    rewarm: float = option(
+        0.0,
+        help="after each prune, ramp the learning rate up linearly from 0 over this share of the next "
+        "epoch (with --fade: the epoch its channels fade out in; 0: no ramp)",
+        low=0,
+        high=1,
+    )
+    val_split: int = option(
+        0,
+        help="hold out this many training images as a validation split, never trained on, for the "
+        "decisions taken during training (--max-drop); the test set is never read for them",
+        low=0,
+    )
+    max_drop: float | None = option(
+        None,
+        help="accuracy guard: when a prune costs more than this many points of validation accuracy after "
+        "--guard-epochs epochs of recovery, roll back to the checkpoint before it and stop pruning "
+        "(needs --val-split)",
+        low=0,
+        high=100,
+    )
+    guard_epochs: int = option(
+        1, help="epochs of recovery after a prune before the guard compares", low=1, high=MAX_EPOCHS
     )
     mode: str = option(
         "inherit",
@@ -196,6 +238,10 @@ class TrainConfig:
                 )
         if self.prune_at and self.prune == "none":
             raise AdpruneError("--prune-at needs --prune adp")
+        if self.max_drop is not None and self.val_split == 0:
+            raise AdpruneError(
+                "--max-drop compares validation accuracy: hold out a validation split with --val-split N"
+            )
         self._validate_widths()
 
     def _validate_widths(self) -> None:

@@ -24,7 +24,9 @@ from ..runs.rundir import METRICS_FILE, SUMMARY_FILE, append_metrics
 from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits
 from .distributed import shutdown
-from .run import Run, setup_run
+from .guard import PruneWatch
+from .optimizers import LearningRateRamp
+from .run import Run, roll_back, setup_run
 from .tensorboard import log_epoch
 
 
@@ -49,10 +51,11 @@ def _short(values: dict[str, float | int], fmt: str, limit: int = 24) -> str:
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
     """The one-line summary printed after each epoch (with the densities and widths below it)."""
-    flag = "  PRUNED" if record["pruned"] else ""
+    flag = "  PRUNED" if record["pruned"] else "  FADING OUT" if record["prune_decided"] else ""
+    val = "" if record.get("val_acc") is None else f"val {100 * record['val_acc']:.2f}%  "
     return (
         f"epoch {record['epoch']}/{epochs}  "
-        f"train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  "
+        f"train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  {val}"
         f"test {100 * record['test_acc']:.2f}%  params {record['params'] / 1e6:.3f}M  "
         f"macs {record['macs'] / 1e6:.1f}M  {record['wall_s']['train']:.0f}s{flag}\n"
         f"  AD {_short(record['density'], '.2f')}\n  widths {_short(record['widths'], 'd')}"
@@ -71,9 +74,28 @@ def _arch(config: TrainConfig, splits: DatasetSplits) -> dict[str, Any]:
     }
 
 
+def _rewarm_steps(run: Run) -> int:
+    """Steps of learning-rate ramp this epoch: `--rewarm` of an epoch right after a prune changed the
+    network (its cut, or with `--fade` its decision: the fade is the change), else 0."""
+    ledger, events = run.pruner.ledger, run.pruner.events
+    if not ledger or run.config.rewarm == 0:
+        return 0
+    last = ledger[-1]
+    changed = last.decided or (last.pruned and events and events[-1].decided is None)
+    return round(run.config.rewarm * len(run.train_loader)) if changed else 0
+
+
 def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
     """One pass over the training set; mean loss and accuracy over all ranks. No host sync per step."""
     model, ctx, loader = run.wrapped, run.ctx, run.train_loader
+    ramp = LearningRateRamp(run.optimizer, _rewarm_steps(run))
+    try:
+        return _train_steps(run, epoch, model, ctx, loader, ramp)
+    finally:
+        ramp.restore()
+
+
+def _train_steps(run: Run, epoch: int, model, ctx, loader, ramp: LearningRateRamp) -> tuple[float, float]:
     model.train()
     loss_sum = torch.zeros((), device=ctx.device)
     correct = torch.zeros((), device=ctx.device, dtype=torch.int64)
@@ -89,6 +111,7 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
             loss = run.loss_fn(output, labels)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        ramp.before_step(step)
         if run.sparsity is not None:
             run.sparsity.regularize(run.model)
         run.optimizer.step()
@@ -115,6 +138,14 @@ def _energy(run: Run) -> float | None:
     return now + (run.energy_before or 0.0)
 
 
+def _validation_needed(run: Run) -> bool:
+    """The validation split is evaluated while a decision can still read it: while the pruner may
+    prune, completes a faded prune, or the guard watches one."""
+    if run.val_loader is None:
+        return False
+    return not run.pruner.finished or run.pruner.pending is not None or run.guard.watching
+
+
 def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     """Train, evaluate and close one epoch (maybe pruning); returns its metrics record."""
     run.train_loader.set_epoch(epoch)
@@ -124,6 +155,11 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     started = time.perf_counter()
     test_loss, test_acc = evaluate(run.model, run.test_loader, run.ctx.device, run.autocast)
     eval_s = time.perf_counter() - started
+    started = time.perf_counter()
+    val_loss = val_acc = None
+    if _validation_needed(run):
+        val_loss, val_acc = evaluate(run.model, run.val_loader, run.ctx.device, run.autocast)
+    val_s = time.perf_counter() - started
     widths = run.pruner.widths
     _, run.optimizer = run.pruner.epoch_end(epoch, last=epoch == run.config.epochs)
     cost, stats = run.pruner.ledger[-1], density_stats(run.pruner.channel_densities)
@@ -131,18 +167,20 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
         run.wrapped = run.ctx.wrap(run.model)
         run.sparsity = None
     run.scheduler.step()
-    wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s}
+    wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s, "val": val_s}
     for key, seconds in wall.items():
         run.wall_total[key] += seconds
     return {
         "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-        "test_acc": test_acc, "density": {k: round(v, 5) for k, v in run.pruner.densities.items()},
+        "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
+        "density": {k: round(v, 5) for k, v in run.pruner.densities.items()},
         "density_spread": round(stats["spread"], 5), "dead_share": round(stats["dead_share"], 5),
         "widths": widths, "widths_after": run.pruner.widths, "params": cost.params,
         "params_after": cost.params_after, "macs": cost.macs, "train_flops": cost.train_flops,
-        "train_flops_total": cost.train_flops_total, "samples": cost.samples,
+        "train_flops_total": cost.train_flops_total + run.flops_discarded, "samples": cost.samples,
         "wall_s": {k: round(v, 4) for k, v in wall.items()}, "energy_j": _energy(run),
-        "lr": run.optimizer.param_groups[0]["lr"], "pruned": cost.pruned,
+        "lr": run.optimizer.param_groups[0]["lr"], "pruned": cost.pruned, "prune_decided": cost.decided,
+        "mask_change": cost.mask_change,
     }  # fmt: skip
 
 
@@ -151,21 +189,65 @@ def _record(run: Run, record: dict[str, Any]) -> None:
     run.log(epoch_line(record, run.config.epochs))
     if not run.ctx.is_main:
         return
-    state = {
-        "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
-        "pruner": pruner_state(run.pruner),
-        "wall_total": run.wall_total, "energy_j": record["energy_j"],
-    }  # fmt: skip
     try:
         append_metrics(run.out, record)
         if run.tensorboard is not None:
             log_epoch(run.tensorboard, record)
-        save_training_state(run.out, record["epoch"], run.model, run.optimizer, state)
+        _checkpoint(run, record["epoch"], record["energy_j"])
     except OSError as exc:
         raise AdpruneError(
             f"cannot write epoch {record['epoch']}'s checkpoint in {run.out} ({exc.strerror or exc}); the "
             f"previous checkpoint is intact: free space, then 'adprune train --resume {run.out}'"
         ) from None
+
+
+def _checkpoint(run: Run, epoch: int, energy_j: float | None) -> None:
+    """Write the checkpoint of the end of `epoch`, keeping those a roll back may need."""
+    state = {
+        "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
+        "pruner": pruner_state(run.pruner), "guard": run.guard.state_dict(), "rollbacks": run.rollbacks,
+        "flops_discarded": run.flops_discarded, "wall_total": run.wall_total, "energy_j": energy_j,
+    }  # fmt: skip
+    save_training_state(run.out, epoch, run.model, run.optimizer, state, pinned=run.guard.rollback_points())
+
+
+def _guard(run: Run, record: dict[str, Any]) -> int | None:
+    """Show the epoch's record to the guard; log and return the epoch to roll back to, or None."""
+    closed, back_to = run.guard.observe(record, last=record["epoch"] == run.config.epochs)
+    record["prune_checks"] = [dataclasses.asdict(w) for w in closed]
+    for watch in closed:
+        run.log(check_line(watch))
+    if back_to is None:
+        return None
+    cost = record["train_flops_total"] - run.flops_discarded - _flops_total_at(run, back_to)
+    run.rollbacks.append(
+        {"from_epoch": record["epoch"], "to_epoch": back_to, "train_flops_discarded": cost,
+         "check": dataclasses.asdict(next(w for w in closed if w.rolled_back))}
+    )  # fmt: skip
+    run.flops_discarded += cost
+    run.log(
+        f"  roll back: the prune cost more than --max-drop {run.config.max_drop} points of validation "
+        f"accuracy; training on from the checkpoint of epoch {back_to} without pruning"
+    )
+    return back_to
+
+
+def _flops_total_at(run: Run, epoch: int) -> int:
+    """The pruner's running total of training FLOPs at the end of `epoch` (0 before training)."""
+    return next((line.train_flops_total for line in run.pruner.ledger if line.epoch == epoch), 0)
+
+
+def check_line(watch: PruneWatch) -> str:
+    """The log line of a prune whose recovery ended: training and validation accuracy around it."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    return (
+        f"  prune decided after epoch {watch.decided}: train acc {pct(watch.train_acc_before)} -> lowest "
+        f"after {pct(watch.train_acc_after)}; val acc {pct(watch.val_acc_before)} -> "
+        f"{pct(watch.val_acc_after)}{'  ROLLED BACK' if watch.rolled_back else ''}"
+    )
 
 
 def _check_ranks_agree(run: Run) -> None:
@@ -191,6 +273,8 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
         "wall_s": {k: round(v, 3) for k, v in run.wall_total.items()}, "energy_j": record["energy_j"],
         "energy_source": run.energy.source, "device": str(run.ctx.device),
         "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
+        "prune_checks": [dataclasses.asdict(w) for w in run.guard.closed], "rollbacks": run.rollbacks,
+        "decisions_read": _decisions_read(run.config),
     }  # fmt: skip
     if run.ctx.is_main:
         save_model(run.out, run.model, _arch(run.config, run.splits), run.pruner.widths)
@@ -200,6 +284,14 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
         if run.config.report:
             _write_report(run.out, run.log)
     return summary
+
+
+def _decisions_read(config: TrainConfig) -> str:
+    """What the run's decisions during training read, in words (never the test set)."""
+    source = "the training batches' activation densities"
+    if config.max_drop is not None:
+        return f"{source}; the accuracy guard: {config.val_split} validation images held out of training"
+    return source
 
 
 def print_now(line: str) -> None:
@@ -217,10 +309,19 @@ def train(
     """
     try:
         run, first_epoch = setup_run(config, log, resume)
-        record = None
-        for epoch in range(first_epoch, config.epochs + 1):
+        if first_epoch == 1 and config.max_drop is not None and run.ctx.is_main:
+            _checkpoint(run, 0, None)  # what a roll back of a prune after epoch 1 returns to
+        record, epoch = None, first_epoch
+        while epoch <= config.epochs:
             record = _epoch(run, epoch)
-            _record(run, record)
+            back_to = _guard(run, record)
+            if back_to is None:
+                _record(run, record)
+                epoch += 1
+            else:
+                run.log(epoch_line(record, run.config.epochs))
+                roll_back(run, back_to)
+                epoch = back_to + 1
         if record is None:
             record = _last_record(run)
         return _finish(run, record)

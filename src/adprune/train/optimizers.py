@@ -35,3 +35,30 @@ def bn_sparsity(model: nn.Module, example: torch.Tensor, strength: float) -> tp.
     return tp.pruner.BNScalePruner(
         model, example, tp.importance.BNScaleImportance(), reg=strength, ignored_layers=[output_layer(model)]
     )
+
+
+class LearningRateRamp:
+    """Ramps every param group's learning rate up linearly over the first `steps` steps of an epoch.
+
+    Call `before_step(step)` (steps count from 1) before each optimizer step: step k of the ramp uses
+    `k / (steps + 1)` of the rate, from step `steps + 1` on the full rate. `restore()` puts the
+    scheduled rates back; call it before the scheduler steps, as schedulers read the current rate.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps: int) -> None:
+        self.optimizer = optimizer
+        self.steps = steps
+        self.base = [group["lr"] for group in optimizer.param_groups]
+
+    def before_step(self, step: int) -> None:
+        """Set the rates of step `step` of the epoch."""
+        if step > self.steps + 1:
+            return
+        share = min(1.0, step / (self.steps + 1))
+        for group, lr in zip(self.optimizer.param_groups, self.base, strict=True):
+            group["lr"] = lr * share
+
+    def restore(self) -> None:
+        """Put the scheduled learning rates back."""
+        for group, lr in zip(self.optimizer.param_groups, self.base, strict=True):
+            group["lr"] = lr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..runs.checkpoints import (
     TrainingState,
     latest_training_state,
     load_optimizer_tensors,
+    read_training_state,
     restore_pruner,
     restore_rng,
 )
@@ -29,6 +30,7 @@ from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir
 from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits, load_dataset
 from .distributed import DistContext, init_distributed, resolve_device
+from .guard import PruneGuard
 from .optimizers import bn_sparsity, make_optimizer
 
 
@@ -55,7 +57,11 @@ class Run:
     energy: EnergyMeter
     energy_before: float | None
     tensorboard: Any = None
+    val_loader: BatchLoader | None = None
+    guard: PruneGuard = field(default_factory=lambda: PruneGuard(None))
     sparsity: tp.pruner.BNScalePruner | None = None
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    flops_discarded: int = 0  # training FLOPs of epochs a roll back discarded, still part of the total
 
 
 def _validate_ignore(model: nn.Module, names: list[str]) -> None:
@@ -92,6 +98,63 @@ def _open_tensorboard(config: TrainConfig, out: Path, ctx: DistContext):
     return SummaryWriter(str(out / "tensorboard"))
 
 
+def _model(config: TrainConfig, splits: DatasetSplits, ctx: DistContext) -> nn.Module:
+    """The dense model of `config`, freshly initialised from its seed, on the run's device."""
+    torch.manual_seed(config.seed)
+    return build_model(
+        config.model, in_channels=splits.in_channels, num_classes=splits.num_classes,
+        image_size=splits.image_size, width=config.width,
+    ).to(ctx.device)  # fmt: skip
+
+
+@dataclass
+class _Trainables:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pruner: ADPruner
+
+
+def _trainables(
+    config: TrainConfig, model: nn.Module, example: torch.Tensor, saved: TrainingState | None
+) -> _Trainables:
+    """`model` at the checkpoint's widths and weights (or the initial widths), its optimizer,
+    schedule and pruner; the checkpoint's optimizer, schedule and pruner state are not loaded yet."""
+    if saved is not None:
+        shrink_to_widths(model, example, saved.state["widths"])
+        model.load_state_dict(saved.model)
+    elif config.initial_widths:
+        shrink_to_widths(model, example, config.initial_widths)
+    optimizer = make_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    pruner = ADPruner(
+        model, example, optimizer, prune_at=config.prune_at, trigger=config.trigger, tol=config.tol,
+        patience=config.patience,
+        min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
+        max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
+        importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
+        fade=config.fade,
+    )  # fmt: skip
+    return _Trainables(model, optimizer, scheduler, pruner)
+
+
+def _loaders(config: TrainConfig, splits: DatasetSplits, ctx: DistContext) -> tuple[BatchLoader, ...]:
+    """The training, test and validation loaders (the last None without a validation split)."""
+    train_loader = BatchLoader(
+        splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
+        std=splits.std, device=ctx.device, train=True, augment=splits.augment, seed=config.seed,
+        drop_last=True,
+    )  # fmt: skip
+    if len(train_loader) == 0:
+        raise AdpruneError(
+            f"--batch-size {config.batch_size} is larger than the {train_loader.num_samples} training samples"
+        )
+    evaluation = dict(batch_size=config.eval_batch_size, mean=splits.mean, std=splits.std, device=ctx.device)
+    test_loader = BatchLoader(splits.test_images, splits.test_labels, **evaluation)
+    val_loader = BatchLoader(splits.val_images, splits.val_labels, **evaluation) if config.val_split else None
+    return train_loader, test_loader, val_loader
+
+
 def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[Run, int]:
     """Build (or restore) every part of the run; returns it and the first epoch still to train."""
     config.validate()
@@ -102,71 +165,69 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         )
     splits = load_dataset(
         config.dataset, config.data_dir, download=config.download, subset=config.subset,
-        image_size=config.image_size,
+        image_size=config.image_size, val=config.val_split,
     )  # fmt: skip
-    torch.manual_seed(config.seed)
-    model = build_model(
-        config.model, in_channels=splits.in_channels, num_classes=splits.num_classes,
-        image_size=splits.image_size, width=config.width,
-    ).to(ctx.device)  # fmt: skip
+    model = _model(config, splits, ctx)
     _validate_ignore(model, config.ignore)
     out = _prepare_out(config, ctx, resume)
     example = torch.zeros(2, *splits.input_shape, device=ctx.device)
     saved = latest_training_state(out, warn=log) if resume else None
-    if saved is not None:
-        shrink_to_widths(model, example, saved.state["widths"])
-        model.load_state_dict(saved.model)
-    elif config.initial_widths:
-        shrink_to_widths(model, example, config.initial_widths)
-    optimizer = make_optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    pruner = ADPruner(
-        model, example, optimizer, prune_at=config.prune_at, tol=config.tol, patience=config.patience,
-        min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
-        max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
-        importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
-    )  # fmt: skip
-    train_loader = BatchLoader(
-        splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
-        std=splits.std, device=ctx.device, train=True, augment=splits.augment, seed=config.seed,
-        drop_last=True,
-    )  # fmt: skip
-    if len(train_loader) == 0:
-        raise AdpruneError(
-            f"--batch-size {config.batch_size} is larger than the {train_loader.num_samples} training samples"
-        )
-    test_loader = BatchLoader(
-        splits.test_images, splits.test_labels, batch_size=config.eval_batch_size, mean=splits.mean,
-        std=splits.std, device=ctx.device,
-    )  # fmt: skip
+    parts = _trainables(config, model, example, saved)
+    train_loader, test_loader, val_loader = _loaders(config, splits, ctx)
     run = Run(
-        config, ctx, splits, out, model, ctx.wrap(model), optimizer, scheduler, pruner, train_loader,
-        test_loader,
+        config, ctx, splits, out, parts.model, ctx.wrap(parts.model), parts.optimizer, parts.scheduler,
+        parts.pruner, train_loader, test_loader,
         nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), ctx.device.type == "cuda", example,
-        log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0},
-        EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx),
+        log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0, "val": 0.0},
+        EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx), val_loader=val_loader,
+        guard=PruneGuard(config.max_drop, config.guard_epochs),
     )  # fmt: skip
     first_epoch = restore_run(run, saved) if saved is not None else 1
     if saved is None and resume:
         if ctx.is_main:
             keep_metrics_until(out, 0)
         run.log(f"no checkpoint in {out} yet: starting it from epoch 1")
-    if config.bn_l1 > 0 and not pruner.events:
-        run.sparsity = bn_sparsity(model, example, config.bn_l1)
+    if config.bn_l1 > 0 and not parts.pruner.events:
+        run.sparsity = bn_sparsity(parts.model, example, config.bn_l1)
     run.energy.start()
     return run, first_epoch
 
 
-def restore_run(run: Run, saved: TrainingState) -> int:
-    """Put a checkpoint's optimizer, scheduler, pruner, RNG and running totals into `run` (whose model
-    already holds the checkpoint's widths and weights); returns the first epoch still to train."""
+def _restore_training(run: Run, saved: TrainingState) -> None:
+    """Load a checkpoint's optimizer, schedule, pruner and RNG states into `run`, whose model already
+    holds the checkpoint's widths and weights."""
     load_optimizer_tensors(run.optimizer, run.model, saved.optimizer, saved.state["optimizer_groups"])
     run.scheduler.load_state_dict(saved.state["scheduler"])
     restore_pruner(run.pruner, saved.state["pruner"])
     restore_rng(saved.rng)
-    run.wall_total = dict(saved.state["wall_total"])
+
+
+def restore_run(run: Run, saved: TrainingState) -> int:
+    """Put a checkpoint's optimizer, scheduler, pruner, guard, RNG and running totals into `run` (whose
+    model already holds the checkpoint's widths and weights); returns the first epoch still to train."""
+    _restore_training(run, saved)
+    run.guard.load_state_dict(saved.state.get("guard", {"open": [], "closed": []}))
+    run.rollbacks = list(saved.state.get("rollbacks", []))
+    run.flops_discarded = int(saved.state.get("flops_discarded", 0))
+    run.wall_total = {"val": 0.0, **saved.state["wall_total"]}
     run.energy_before = saved.state["energy_j"]
     if run.ctx.is_main:
         keep_metrics_until(run.out, saved.epoch)
     run.log(f"resuming {run.out} after epoch {saved.epoch} from {saved.path}")
     return saved.epoch + 1
+
+
+def roll_back(run: Run, epoch: int) -> None:
+    """Return `run`'s model, optimizer, schedule and pruner to the checkpoint of `epoch` and stop
+    pruning. The running totals (wall time, energy, the guard's record) go on: the epochs trained
+    since are spent. The metrics of the epochs after `epoch` are dropped from `metrics.jsonl`."""
+    saved = read_training_state(run.out, epoch)
+    parts = _trainables(run.config, _model(run.config, run.splits, run.ctx), run.example, saved)
+    run.model, run.optimizer, run.scheduler = parts.model, parts.optimizer, parts.scheduler
+    run.pruner = parts.pruner
+    _restore_training(run, saved)
+    run.pruner.finished = True
+    run.wrapped = run.ctx.wrap(run.model)
+    run.sparsity = None
+    if run.ctx.is_main:
+        keep_metrics_until(run.out, epoch)

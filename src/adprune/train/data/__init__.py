@@ -26,7 +26,7 @@ from .cifar import load_cifar
 from .folders import load_imagefolder, load_tiny
 from .idx import load_idx
 from .loader import BatchLoader, crop_flip
-from .splits import Augment, DatasetSplits
+from .splits import Augment, DatasetSplits, hold_out_validation
 
 __all__ = [
     "Augment",
@@ -66,6 +66,7 @@ def load_dataset(
     download: bool = False,
     subset: int | None = None,
     image_size: int | None = None,
+    val: int = 0,
 ) -> DatasetSplits:
     """Read dataset `name` from `data_dir` (default `default_data_dir()`) into memory.
 
@@ -74,7 +75,10 @@ def load_dataset(
     always kept whole. The folder datasets order their training samples round-robin over the
     classes, so a subset is class-balanced. `image_size` resizes the images to that square size
     (required for `imagefolder`); the crop padding of the augmentation scales with it.
-    Raises `AdpruneError` for an unknown name, missing or malformed files.
+    `val=N` holds out N training samples as the validation split: the N that follow the `subset`
+    (so a subset trains on the same images with or without a validation split), or the last N of
+    the training split without a subset. Raises `AdpruneError` for an unknown name, missing or
+    malformed files.
     """
     loader = _LOADERS.get(name)
     if loader is None:
@@ -83,5 +87,9 @@ def load_dataset(
         raise AdpruneError(f"subset must be at least 1, got {subset}; leave it unset to use all samples")
     if image_size is not None and image_size < 1:
         raise AdpruneError(f"image_size must be at least 1, got {image_size}")
+    if val < 0:
+        raise AdpruneError(f"val must be at least 0, got {val}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    return loader(name, root, download=download, subset=subset, image_size=image_size)
+    wanted = None if subset is None else subset + val
+    splits = loader(name, root, download=download, subset=wanted, image_size=image_size)
+    return hold_out_validation(splits, val, subset)

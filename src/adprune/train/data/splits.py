@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,11 @@ class Augment:
 
 @dataclass
 class DatasetSplits:
-    """A dataset held in memory: uint8 images `[N, C, H, W]` (contiguous, CPU) and int64 labels."""
+    """A dataset held in memory: uint8 images `[N, C, H, W]` (contiguous, CPU) and int64 labels.
+
+    The validation split (possibly empty) is held out of the dataset's training split: no training
+    step ever sees it, so decisions taken during training can read it instead of the test set.
+    """
 
     name: str
     train_images: torch.Tensor = field(repr=False)
@@ -41,6 +46,8 @@ class DatasetSplits:
     mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
     std: tuple[float, ...]
     augment: Augment
+    val_images: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8), repr=False)
+    val_labels: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64), repr=False)
 
     @property
     def in_channels(self) -> int:
@@ -63,6 +70,31 @@ def not_found(name: str, root: Path, wanted: str, dirs: Sequence[Path], hint: st
     """The one-line error for a dataset that is in none of the places looked at."""
     looked = ", ".join(str(d) for d in dirs)
     return AdpruneError(f"{name} not found in {root} (looked for {wanted} in {looked}); {hint}")
+
+
+def hold_out_validation(splits: DatasetSplits, val: int, subset: int | None) -> DatasetSplits:
+    """Split the last `val` training samples of `splits` off as its validation split.
+
+    `splits` holds the first `subset + val` training samples of the dataset (all of them when
+    `subset` is None); the result trains on the first `subset` of those that are not held out.
+    Raises AdpruneError when fewer than one training sample would be left.
+    """
+    if val == 0:
+        return splits
+    total = int(splits.train_labels.shape[0])
+    kept = total - val if subset is None else min(subset, total - val)
+    if kept < 1:
+        raise AdpruneError(
+            f"--val-split {val} leaves no training images of the {total} available: hold out fewer"
+        )
+    images, labels = splits.train_images, splits.train_labels
+    return dataclasses.replace(
+        splits,
+        train_images=images[:kept].contiguous(),
+        train_labels=labels[:kept].contiguous(),
+        val_images=images[total - val :].contiguous(),
+        val_labels=labels[total - val :].contiguous(),
+    )
 
 
 def first_samples(

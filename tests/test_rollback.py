@@ -1,0 +1,69 @@
+"""A prune the accuracy guard rejects is rolled back: training returns to the checkpoint before the
+prune, trains on without pruning, keeps one metrics line per epoch and still counts what it spent."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adprune.train.config import TrainConfig
+from adprune.train.guard import PruneGuard
+from adprune.train.loop import train
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+
+
+def _config(out: Path, max_drop: float) -> TrainConfig:
+    return TrainConfig(
+        out=str(out), model="vgg11", width=0.125, subset=256, val_split=128, epochs=4, batch_size=64,
+        lr=0.02, prune_at=[1, 2], max_drop=max_drop, progress=False, report=False,
+    )  # fmt: skip
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_rejected_prune_is_rolled_back_and_pruning_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(PruneGuard, "_too_costly", lambda self, watch: watch.decided == 1)
+    summary = train(_config(tmp_path / "run", max_drop=0.0), log=lambda _: None)
+    lines = _lines(tmp_path / "run")
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    dense = lines[0]["params"]
+    assert all(r["params"] == r["params_after"] == dense and not r["pruned"] for r in lines)
+    assert summary["prunes"] == [] and summary["params"] == dense
+    (rollback,) = summary["rollbacks"]
+    assert (rollback["from_epoch"], rollback["to_epoch"]) == (2, 0)
+    assert rollback["check"]["decided"] == 1 and rollback["check"]["rolled_back"]
+    assert [c["decided"] for c in summary["prune_checks"]] == [1]
+    # the two discarded epochs (one dense, one pruned) still count: more than one dense epoch, less than two
+    dense_epoch = lines[0]["train_flops"]
+    assert dense_epoch < rollback["train_flops_discarded"] < 2 * dense_epoch
+    assert (
+        summary["train_flops_total"]
+        == sum(r["train_flops"] for r in lines) + rollback["train_flops_discarded"]
+    )
+    assert lines[0]["train_flops_total"] == dense_epoch + rollback["train_flops_discarded"]
+    assert all(r["val_acc"] is None for r in lines)  # nothing reads validation once pruning stopped
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "epoch-0003",
+        "epoch-0004",
+    ]
+
+
+def test_an_accepted_prune_keeps_its_checks_and_validation_readings(tmp_path):
+    summary = train(_config(tmp_path / "run", max_drop=100.0), log=lambda _: None)
+    lines = _lines(tmp_path / "run")
+    assert [e["epoch"] for e in summary["prunes"]] == [1, 2] and summary["rollbacks"] == []
+    checks = summary["prune_checks"]
+    assert [(c["decided"], c["cut"]) for c in checks] == [(1, 1), (2, 2)]
+    assert checks[0]["train_acc_before"] == lines[0]["train_acc"]
+    assert checks[0]["train_acc_after"] == lines[1]["train_acc"]
+    assert (
+        checks[0]["val_acc_before"] == lines[0]["val_acc"]
+        and checks[0]["val_acc_after"] == lines[1]["val_acc"]
+    )
+    assert [len(r["prune_checks"]) for r in lines] == [0, 1, 1, 0]
+    assert lines[3]["val_acc"] is None  # pruning finished (max_prunes reached) and no prune is watched
+    assert "validation images held out" in summary["decisions_read"]
