@@ -52,7 +52,9 @@ def test_every_figure_of_the_table_is_the_runs_ledger(two_methods):
     assert adp["prune_epochs"] == [[1]] and dense["prune_epochs"] == [[]]
     assert adp["acc_delta_pts"] == 100 * (last["test_acc"] - base["test_acc"])
     wall = _summary(adp["runs"][0])["wall_s"]
-    assert adp["wall_s"] == wall["train"] + wall["prune"]  # training wall time: no evaluation
+    assert (
+        adp["wall_s"] == wall["train"] + wall["prune"] + wall["val"]
+    )  # training wall time: no test evaluation
     assert adp["energy_est_j"] == estimated_energy_j(last["train_flops_total"])
     assert adp["energy_est_j"] == pytest.approx(last["train_flops_total"] / 2 * 4.6e-12, rel=1e-12)
     assert adp["energy_est_j_x"] == adp["train_flops_total_x"]
@@ -60,7 +62,12 @@ def test_every_figure_of_the_table_is_the_runs_ledger(two_methods):
     line = next(row for row in table.splitlines() if row.startswith("| adp-inherit |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[4] == f"{adp['params_x']:.2f}" and cells[8] == f"{adp['train_flops_total_x']:.2f}"
-    assert cells[2] == f"{adp['acc_delta_pts']:+.2f}" and cells[-1] == "1"
+    assert cells[2] == f"{adp['acc_delta_pts']:+.2f}" and cells[-3] == "1" and cells[-1] == "0"
+    check = _summary(adp["runs"][0])["prune_checks"][0]
+    assert cells[-2] == f"{100 * (check['train_acc_before'] - check['train_acc_after']):.1f}"
+    assert adp["worst_prune_drop_pts"] == pytest.approx(
+        100 * (check["train_acc_before"] - check["train_acc_after"])
+    )
     assert ENERGY_ESTIMATE_NOTE in table
     assert json.loads((root / "results" / "tiny.json").read_text())["rows"] == result["rows"]
 

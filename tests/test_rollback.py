@@ -1,10 +1,13 @@
-"""A prune the accuracy guard rejects is rolled back: training returns to the checkpoint before the
-prune, trains on without pruning, keeps one metrics line per epoch and still counts what it spent."""
+"""Decisions around a prune in `adprune train`: a prune the accuracy guard rejects is rolled back (training
+returns to the checkpoint before it, trains on without pruning, keeps one metrics line per epoch and
+still counts what it spent), and the learning rate re-warms after a cut."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from adprune.train.config import TrainConfig
 from adprune.train.guard import PruneGuard
@@ -67,3 +70,23 @@ def test_an_accepted_prune_keeps_its_checks_and_validation_readings(tmp_path):
     assert [len(r["prune_checks"]) for r in lines] == [0, 1, 1, 0]
     assert lines[3]["val_acc"] is None  # pruning finished (max_prunes reached) and no prune is watched
     assert "validation images held out" in summary["decisions_read"]
+
+
+def test_rewarm_ramps_the_learning_rate_in_the_epoch_after_a_cut_only(tmp_path, monkeypatch):
+    rates, step = [], torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    config = dataclasses.replace(
+        _config(tmp_path / "run", max_drop=None), val_split=0, prune_at=[1], rewarm=0.5
+    )
+    train(config, log=lambda _: None)
+    scheduled = [
+        json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    epoch1, epoch2, epoch3 = rates[0:4], rates[4:8], rates[8:12]  # 256 images in batches of 64
+    assert epoch1 == [0.02] * 4 and epoch3 == [scheduled[1]] * 4
+    assert epoch2 == pytest.approx([scheduled[0] / 3, 2 * scheduled[0] / 3, scheduled[0], scheduled[0]])

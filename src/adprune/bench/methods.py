@@ -72,8 +72,10 @@ def method_configs(
     def adp_summary() -> dict[str, Any]:
         return read_json(adp_run / SUMMARY_FILE)
 
+    # The peers follow adp-inherit's outcome, which its accuracy guard already vetted: they get every
+    # option ADP gets (fading, re-warming) but no guard of their own, so they end at ADP's size.
     if method == "dense":
-        return [make("dense", prune="none", prune_at=None)]
+        return [make("dense", prune="none", prune_at=None, max_drop=None)]
     if method == "adp-inherit":
         return [make("adp-inherit", prune="adp", mode="inherit")]
     if method == "adp-reinit":
@@ -86,11 +88,11 @@ def method_configs(
             target, _ = _adp_outcome(adp_summary(), "uniform")
             return uniform_initial_widths(base_train_config(config, adp_run, seed), adp_run, target)
 
-        return [make("uniform", prune="none", prune_at=None, initial_widths=widths)]
+        return [make("uniform", prune="none", prune_at=None, initial_widths=widths, max_drop=None)]
     if method == "slimming":
         slim = make(
             "slimming", prune="adp", importance="bn_scale", bn_l1=config.slimming_l1, max_prunes=1,
-            target_params=lambda: _adp_outcome(adp_summary(), "slimming")[0],
+            max_drop=None, target_params=lambda: _adp_outcome(adp_summary(), "slimming")[0],
             prune_at=lambda: [decided_epoch(_adp_outcome(adp_summary(), "slimming")[1][-1])],
         )  # fmt: skip
         return [slim]
@@ -99,4 +101,4 @@ def method_configs(
         _, prunes = _adp_outcome(adp_summary(), "l1-filter")
         return {str(decided_epoch(p)): p["widths_after"] for p in prunes}
 
-    return [make("l1-filter", prune="adp", importance="l1", width_schedule=schedule)]
+    return [make("l1-filter", prune="adp", importance="l1", width_schedule=schedule, max_drop=None)]

@@ -31,10 +31,24 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return None if any(v is None for v in values) else statistics.fmean(values)
 
 
+def worst_prune_drop_pts(summaries: Sequence[dict[str, Any]]) -> float | None:
+    """The largest training-accuracy drop of any prune of any of the runs, in points: the epoch that
+    decided the prune against the lowest epoch after it (see `train.guard`); None without prunes."""
+    drops = [
+        100 * (check["train_acc_before"] - check["train_acc_after"])
+        for s in summaries
+        for check in s.get("prune_checks") or []
+        if check.get("train_acc_after") is not None
+    ]
+    return max(drops) if drops else None
+
+
 def bench_row(method: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """One table row from the summaries of one method's runs (one per seed): means, and the accuracy's
     sample standard deviation when there are several seeds. `wall_s` is the training wall time of
-    `report.figures.training_wall_s` (training and pruning, no evaluation)."""
+    `report.figures.training_wall_s` (training, pruning and the validation decisions read, no test
+    evaluation). `worst_prune_drop_pts` is `worst_prune_drop_pts` over the seeds, `rollbacks` the
+    number of prunes the accuracy guard rolled back."""
     summaries = [s for _, s in runs]
     accuracies = [s["test_acc"] for s in summaries]
     flops = [s["train_flops_total"] for s in summaries]
@@ -43,6 +57,7 @@ def bench_row(method: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[s
         "seeds": len(runs),
         "test_acc": statistics.fmean(accuracies),
         "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "test_accs": accuracies,
         "params": statistics.fmean(s["params"] for s in summaries),
         "macs": statistics.fmean(s["macs"] for s in summaries),
         "train_flops_total": statistics.fmean(flops),
@@ -50,6 +65,8 @@ def bench_row(method: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[s
         "energy_j": _mean([s["energy_j"] for s in summaries]),
         "energy_est_j": statistics.fmean(estimated_energy_j(f) for f in flops),
         "prune_epochs": [[p["epoch"] for p in s["prunes"]] for s in summaries],
+        "worst_prune_drop_pts": worst_prune_drop_pts(summaries),
+        "rollbacks": sum(len(s.get("rollbacks") or []) for s in summaries),
         "runs": [run for run, _ in runs],
     }
     return row
@@ -78,7 +95,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     """The result as a Markdown table with a header paragraph and notes."""
     header = ("method", "test acc", "Δ acc (pts)", "params", "x", "MACs", "x", "train FLOPs", "x",
               "train wall s", "x", "energy J (measured)", "energy J (estimate)", "x",
-              "prunes after epoch")  # fmt: skip
+              "prunes after epoch", "worst prune drop (train pts)", "rolled back")  # fmt: skip
     lines = [f"# Bench {result['name']}", "", result.get("description", ""), ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in result["rows"]:
@@ -93,15 +110,18 @@ def format_markdown(result: dict[str, Any]) -> str:
             _cell(r["energy_j"], ".0f"), _cell(r["energy_est_j"], ".2f"),
             _cell(r.get("energy_est_j_x"), ".2f"),
             "; ".join(",".join(map(str, e)) or "-" for e in r["prune_epochs"]),
+            _cell(r.get("worst_prune_drop_pts"), ".1f"), str(r.get("rollbacks", 0)),
         )  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     env = result["environment"]
     lines += [
         "",
         f"x = dense's figure / the method's (times fewer; higher is cheaper). Test accuracy: mean over "
-        f"{result['seeds']} seed(s), ± sample standard deviation. Wall time: training and pruning, "
-        f"without evaluation; all methods in one process one after another, {env['threads']} threads on "
-        f"{env['device']} ({env['machine']}).",
+        f"{result['seeds']} seed(s), ± sample standard deviation. Wall time: training, pruning and the "
+        "validation the accuracy guard reads, without test evaluation; all methods in one process one "
+        f"after another, {env['threads']} threads on {env['device']} ({env['machine']}). Worst prune "
+        "drop: the largest fall in training accuracy from the epoch that decided a prune to the lowest "
+        "epoch after it, over all prunes and seeds.",
         f"Measured energy: {env['energy_source'] or 'no counter readable on this machine (n/a)'}.",
         ENERGY_ESTIMATE_NOTE + ".",
     ]

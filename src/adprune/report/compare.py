@@ -59,6 +59,16 @@ def factor_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def percent_text(fraction: float | None) -> str:
+    """An accuracy (a fraction) in percent with two decimals, or n/a."""
+    return "n/a" if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def delta_text(points: float | None) -> str:
+    """A signed difference in percentage points with two decimals, or n/a."""
+    return "n/a" if points is None else f"{points:+.2f}"
+
+
 def format_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     """A fixed-width text table of `comparison_rows` output."""
     header = (
@@ -78,8 +88,8 @@ def format_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     lines = [
         [
             Path(r["run"]).name,
-            f"{100 * r['test_acc']:.2f}%",
-            f"{r['acc_delta_pts']:+.2f}",
+            percent_text(r["test_acc"]),
+            delta_text(r["acc_delta_pts"]),
             human_number(r["params"]),
             factor_text(r["params_x"]),
             human_number(r["macs"]),

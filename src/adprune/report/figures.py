@@ -31,6 +31,9 @@ def times_fewer(base: float | None, value: float | None) -> float | None:
     return base / value
 
 
-def accuracy_delta_pts(base_acc: float, acc: float) -> float:
-    """`acc - base_acc` in percentage points (accuracies are fractions in [0, 1])."""
+def accuracy_delta_pts(base_acc: float | None, acc: float | None) -> float | None:
+    """`acc - base_acc` in percentage points (accuracies are fractions in [0, 1]); None when either
+    was not measured (a run still before its first test evaluation)."""
+    if base_acc is None or acc is None:
+        return None
     return 100 * (acc - base_acc)

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import AdpruneError
 from ..runs.atomic import atomic_write_bytes
 from . import plots
-from .compare import comparison_rows, factor_text
+from .compare import comparison_rows, delta_text, factor_text, percent_text
 from .inputs import (
     Bench,
     ReportWarning,
@@ -70,19 +70,24 @@ class _Page:
         return f"<figure>{image}<figcaption>{alt}</figcaption></figure>"
 
 
+def _pct_or_nan(fraction: float | None) -> float:
+    """A fraction in percent; NaN (a gap in a curve) for an epoch that did not measure it."""
+    return math.nan if fraction is None else 100 * fraction
+
+
 def _run_figures(run: Run, prefix: str, page: _Page) -> str:
     records = run.records
     epochs = [r["epoch"] for r in records]
     prunes = [r["epoch"] for r in records if r.get("pruned")]
     layers = layer_names(records)
     span, density, summary = density_grid(records, layers)
-    accuracy = [("test", [100 * r["test_acc"] for r in records])]
+    accuracy = [("test", [_pct_or_nan(r.get("test_acc")) for r in records])]
     if any(r.get("val_acc") is not None for r in records):
-        val = [math.nan if r.get("val_acc") is None else 100 * r["val_acc"] for r in records]
-        accuracy.append(("validation", val))
+        accuracy.append(("validation", [_pct_or_nan(r.get("val_acc")) for r in records]))
     if all("train_acc" in r for r in records):
         accuracy.insert(0, ("train", [100 * r["train_acc"] for r in records]))
-    loss = [("train", [r["train_loss"] for r in records]), ("test", [r["test_loss"] for r in records])]
+    test_loss = [math.nan if r.get("test_loss") is None else r["test_loss"] for r in records]
+    loss = [("train", [r["train_loss"] for r in records]), ("test", test_loss)]
     stages = width_stages(records)
     widths = [(label, [w.get(layer, 0) for layer in layers]) for label, w in stages]
     return "".join(
@@ -152,6 +157,7 @@ def _comparison_section(runs: Sequence[Run], labels: Sequence[str], page: _Page)
     points = [
         plots.Point(label, r["test_acc"], params=r["params"], train_flops=r["train_flops"])
         for label, r in zip(labels, rows, strict=True)
+        if r["test_acc"] is not None
     ]
     png = plots.tradeoff(points, "Runs compared: test accuracy against cost")
     table = html_table(
@@ -159,7 +165,7 @@ def _comparison_section(runs: Sequence[Run], labels: Sequence[str], page: _Page)
          "×", "total wall s", "energy J", "status"),
         [
             (
-                label, f"{100 * r['test_acc']:.2f}%", f"{r['acc_delta_pts']:+.2f}", compact(r["params"]),
+                label, percent_text(r["test_acc"]), delta_text(r["acc_delta_pts"]), compact(r["params"]),
                 factor_text(r["params_x"]), compact(r["macs"]), factor_text(r["macs_x"]),
                 compact(r["train_flops"]), factor_text(r["train_flops_x"]), f"{r['wall_s']:,.1f}",
                 factor_text(r["wall_x"]), f"{r['wall_total_s']:,.1f}",
@@ -175,7 +181,8 @@ def _comparison_section(runs: Sequence[Run], labels: Sequence[str], page: _Page)
         "cheaper); Δ acc in percentage points; train wall s: training and pruning, total wall s: with "
         "evaluation. Hover a compact number for its exact value.</p>"
     )
-    figure = page.figure("compare-tradeoff.png", png, "Test accuracy against parameters and training FLOPs.")
+    caption = "Test accuracy against parameters and training FLOPs."
+    figure = "" if png is None else page.figure("compare-tradeoff.png", png, caption)
     return f"<section><h2>Comparison</h2>{figure}{table}{note}</section>"
 
 

@@ -151,8 +151,7 @@ def run_summary(run: Run) -> dict[str, Any]:
     return {
         **{k: run.config.get(k) for k in ("model", "dataset", "prune", "mode", "epochs")},
         "run": str(run.path),
-        "test_acc": last["test_acc"],
-        "test_loss": last["test_loss"],
+        **_last_test(run.records),
         "params_initial": first["params"],
         "params": last["params"],
         "macs_initial": first["macs"],
@@ -164,6 +163,13 @@ def run_summary(run: Run) -> dict[str, Any]:
         "device": run.config.get("resolved_device"),
         "prunes": [{"epoch": r["epoch"]} for r in run.records if r.get("pruned")],
     }
+
+
+def _last_test(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The test accuracy and loss of the latest epoch that evaluated the test set (None before any)."""
+    tested = [r for r in records if r.get("test_acc") is not None]
+    last = tested[-1] if tested else {"test_acc": None, "test_loss": None}
+    return {"test_acc": last["test_acc"], "test_loss": last["test_loss"]}
 
 
 def layer_names(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -6,7 +6,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from .compare import human_number
+from .compare import human_number, percent_text
 from .inputs import Run
 
 
@@ -66,8 +66,8 @@ def summary_table(run: Run, s: dict[str, Any]) -> str:
     rows = [
         ("status", f"PARTIAL: {run.partial}" if run.partial else "finished"),
         ("epochs logged", f"{len(run.records)} of {s.get('epochs') or '?'}"),
-        ("test accuracy", f"{100 * s['test_acc']:.2f}%"),
-        ("test loss", f"{s['test_loss']:.4f}"),
+        ("test accuracy", percent_text(s["test_acc"])),
+        ("test loss", "n/a" if s["test_loss"] is None else f"{s['test_loss']:.4f}"),
         ("parameters", _change(s["params_initial"], s["params"])),
         ("inference MACs per sample", _change(s["macs_initial"], s["macs"])),
         ("training FLOPs, total", f"{s['train_flops_total']:,}"),

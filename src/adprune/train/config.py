@@ -87,6 +87,12 @@ class TrainConfig:
     epochs: int = option(10, help="training budget in epochs", low=1, high=MAX_EPOCHS)
     batch_size: int = option(128, help="training batch size (BatchNorm needs two samples)", low=2)
     eval_batch_size: int = option(1000, help="evaluation batch size", low=1)
+    eval_every: int = option(
+        1, help="evaluate the test set every N epochs; the final epoch always is", low=1, high=MAX_EPOCHS
+    )
+    eval_subset: int | None = option(
+        None, help="evaluate on the first N test images only, except at the final epoch (the full set)", low=1
+    )
     lr: float = option(
         0.05, help="peak learning rate, cosine-annealed to 0", low=0, high=MAX_LR, low_open=True
     )

@@ -53,10 +53,11 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     """The one-line summary printed after each epoch (with the densities and widths below it)."""
     flag = "  PRUNED" if record["pruned"] else "  FADING OUT" if record["prune_decided"] else ""
     val = "" if record.get("val_acc") is None else f"val {100 * record['val_acc']:.2f}%  "
+    test = "" if record["test_acc"] is None else f"test {100 * record['test_acc']:.2f}%  "
     return (
         f"epoch {record['epoch']}/{epochs}  "
-        f"train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  {val}"
-        f"test {100 * record['test_acc']:.2f}%  params {record['params'] / 1e6:.3f}M  "
+        f"train {record['train_loss']:.3f} {100 * record['train_acc']:.1f}%  {val}{test}"
+        f"params {record['params'] / 1e6:.3f}M  "
         f"macs {record['macs'] / 1e6:.1f}M  {record['wall_s']['train']:.0f}s{flag}\n"
         f"  AD {_short(record['density'], '.2f')}\n  widths {_short(record['widths'], 'd')}"
     )
@@ -153,7 +154,12 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     train_loss, train_acc = _train_epoch(run, epoch)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
-    test_loss, test_acc = evaluate(run.model, run.test_loader, run.ctx.device, run.autocast)
+    test_loss = test_acc = None
+    test_samples, last = 0, epoch == run.config.epochs
+    if last or epoch % run.config.eval_every == 0:
+        loader = run.test_loader if last else run.test_subset_loader
+        test_loss, test_acc = evaluate(run.model, loader, run.ctx.device, run.autocast)
+        test_samples = loader.num_samples
     eval_s = time.perf_counter() - started
     started = time.perf_counter()
     val_loss = val_acc = None
@@ -172,7 +178,8 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
         run.wall_total[key] += seconds
     return {
         "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-        "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
+        "test_acc": test_acc, "test_samples": test_samples,
+        "val_loss": val_loss, "val_acc": val_acc,
         "density": {k: round(v, 5) for k, v in run.pruner.densities.items()},
         "density_spread": round(stats["spread"], 5), "dead_share": round(stats["dead_share"], 5),
         "widths": widths, "widths_after": run.pruner.widths, "params": cost.params,

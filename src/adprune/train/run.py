@@ -28,7 +28,7 @@ from ..runs.checkpoints import (
 )
 from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir
 from .config import TrainConfig
-from .data import BatchLoader, DatasetSplits, load_dataset
+from .data import BatchLoader, DatasetSplits, first_samples, load_dataset
 from .distributed import DistContext, init_distributed, resolve_device
 from .guard import PruneGuard
 from .optimizers import bn_sparsity, make_optimizer
@@ -48,7 +48,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     pruner: ADPruner
     train_loader: BatchLoader
-    test_loader: BatchLoader
+    test_loader: BatchLoader  # the full test set
     loss_fn: nn.Module
     autocast: bool
     example: torch.Tensor
@@ -58,6 +58,7 @@ class Run:
     energy_before: float | None
     tensorboard: Any = None
     val_loader: BatchLoader | None = None
+    test_subset_loader: BatchLoader | None = None  # what the epochs before the last evaluate on
     guard: PruneGuard = field(default_factory=lambda: PruneGuard(None))
     sparsity: tp.pruner.BNScalePruner | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
@@ -155,6 +156,15 @@ def _loaders(config: TrainConfig, splits: DatasetSplits, ctx: DistContext) -> tu
     return train_loader, test_loader, val_loader
 
 
+def _test_subset(config: TrainConfig, splits: DatasetSplits, full: BatchLoader) -> BatchLoader:
+    """The loader of the first `--eval-subset` test images (the full loader without a smaller subset)."""
+    if config.eval_subset is None or config.eval_subset >= full.num_samples:
+        return full
+    images, labels = first_samples(splits.test_images, splits.test_labels, config.eval_subset)
+    return BatchLoader(images, labels, batch_size=config.eval_batch_size, mean=splits.mean, std=splits.std,
+                       device=full.device)  # fmt: skip
+
+
 def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[Run, int]:
     """Build (or restore) every part of the run; returns it and the first epoch still to train."""
     config.validate()
@@ -180,6 +190,7 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), ctx.device.type == "cuda", example,
         log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0, "val": 0.0},
         EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx), val_loader=val_loader,
+        test_subset_loader=_test_subset(config, splits, test_loader),
         guard=PruneGuard(config.max_drop, config.guard_epochs),
     )  # fmt: skip
     first_epoch = restore_run(run, saved) if saved is not None else 1

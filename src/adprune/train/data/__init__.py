@@ -26,7 +26,7 @@ from .cifar import load_cifar
 from .folders import load_imagefolder, load_tiny
 from .idx import load_idx
 from .loader import BatchLoader, crop_flip
-from .splits import Augment, DatasetSplits, hold_out_validation
+from .splits import Augment, DatasetSplits, first_samples, hold_out_validation
 
 __all__ = [
     "Augment",
@@ -35,6 +35,7 @@ __all__ = [
     "crop_flip",
     "dataset_names",
     "default_data_dir",
+    "first_samples",
     "load_dataset",
 ]
 
