@@ -82,9 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
             loss = F.cross_entropy(model(images), labels)
             loss.backward()
             optimizer.step()
-        model, optimizer = pruner.epoch_end(epoch)
+        model, optimizer = pruner.epoch_end(epoch, last=epoch == args.epochs - 1)
         density = " ".join(f"{name}={d:.2f}" for name, d in pruner.densities.items())
         print(f"epoch {epoch}  loss {loss.item():.3f}  densities {density}")
+        if pruner.ledger[-1].decided:
+            print("  prune decided: its channels fade out during the next epoch")
         if pruner.ledger[-1].pruned:
             print(f"  pruned: widths {pruner.widths}")
     params_after = sum(p.numel() for p in model.parameters())

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, train)  # the monitor counts here
         test_acc = evaluate(model, test)  # eval-mode forwards are not counted
-        model, optimizer = pruner.epoch_end(epoch)  # may shrink the model and remap the optimizer
+        model, optimizer = pruner.epoch_end(epoch, last=epoch == args.epochs - 1)  # may shrink, remap
         scheduler.step()  # the schedule goes on: the optimizer object is the same one
         # -----------------------------------------------------------------------------------------
         density = sum(pruner.densities.values()) / len(pruner.densities)

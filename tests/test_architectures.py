@@ -232,7 +232,7 @@ def test_train_loop_example_runs(tmp_path, capsys):
 
 def test_custom_model_example_runs(capsys):
     example = _load_example("custom_model")
-    result = example.main(["--epochs", "2", "--steps", "3"])
+    result = example.main(["--epochs", "3", "--steps", "3", "--prune-at", "0"])
     out = capsys.readouterr().out
     assert "before" in out and "after" in out
     assert result["params_after"] < result["params_before"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 TRAIN = {
     "model": "vgg11", "width": 0.125, "dataset": "fashion-mnist", "subset": 256, "epochs": 2,
-    "batch_size": 64, "eval_batch_size": 1000, "prune_at": [1], "max_prunes": 1, "device": "cpu",
+    "batch_size": 64, "eval_batch_size": 1000, "prune_at": [1], "max_prunes": 1, "device": "cpu", "fade": 0.0,
 }  # fmt: skip
 
 

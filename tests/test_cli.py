@@ -1,5 +1,6 @@
 """The command line end to end on real Fashion-MNIST, and its answers to bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import adprune
+from adprune.train.config import TrainConfig, flag_of
 from adprune.train.data import BatchLoader, load_dataset
 from adprune.train.loop import evaluate
 
@@ -35,15 +37,18 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def pruned_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "adp"
+def _train(out: Path, *extra: str) -> Path:
     result = run_cli(
         "train", "--model", "vgg11", "--width", "0.125", "--subset", "1024", "--epochs", "3",
-        "--prune-at", "1", "--batch-size", "128", "--lr", "0.05", "--out", str(out), "--no-progress",
+        "--batch-size", "128", "--lr", "0.05", "--out", str(out), "--no-progress", *extra,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("runs") / "adp", "--prune-at", "1")
 
 
 @needs_fashion
@@ -53,10 +58,16 @@ def test_train_writes_a_complete_run_directory(pruned_run):
     records = [json.loads(line) for line in (pruned_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(set(r) >= FIELDS for r in records)
-    assert [r["pruned"] for r in records] == [True, False, False]
-    assert records[1]["params"] < records[0]["params"] and records[1]["macs"] < records[0]["macs"]
+    # decided after epoch 1, its channels fade out during epoch 2 and are cut at its end
+    assert [(r["prune_decided"], r["pruned"]) for r in records] == [
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+    assert records[1]["params"] == records[0]["params"] == records[0]["params_after"]
+    assert records[2]["params"] < records[1]["params"] and records[2]["macs"] < records[1]["macs"]
     assert records[2]["train_flops_total"] == sum(r["train_flops"] for r in records)
-    assert records[1]["widths"] == records[0]["widths_after"] != records[0]["widths"]
+    assert records[2]["widths"] == records[1]["widths_after"] != records[1]["widths"] == records[0]["widths"]
     config = json.loads((pruned_run / "config.json").read_text())
     assert config["prune_at"] == [1] and config["subset"] == 1024
 
@@ -77,10 +88,17 @@ def test_load_reproduces_the_reported_accuracy(pruned_run):
 
 
 @needs_fashion
-def test_compare_prints_ratios(pruned_run):
-    result = run_cli("compare", str(pruned_run), str(pruned_run))
-    assert result.returncode == 0
-    assert "1.00" in result.stdout and "params" in result.stdout
+def test_compare_prints_each_cost_as_a_ratio_to_the_first_run(pruned_run, tmp_path):
+    dense = _train(tmp_path / "dense", "--prune", "none", "--no-report")
+    result = run_cli("compare", str(dense), str(pruned_run))
+    assert result.returncode == 0, result.stderr
+    base, pruned = (json.loads((run / "summary.json").read_text()) for run in (dense, pruned_run))
+    row = next(line.split() for line in result.stdout.splitlines() if line.startswith("adp "))
+    assert row[1] == f"{100 * pruned['test_acc']:.2f}%"
+    assert row[2] == f"{100 * (pruned['test_acc'] - base['test_acc']):+.2f}"
+    assert row[4] == f"{base['params'] / pruned['params']:.2f}" and float(row[4]) > 2
+    assert row[6] == f"{base['macs'] / pruned['macs']:.2f}"
+    assert row[8] == f"{base['train_flops_total'] / pruned['train_flops_total']:.2f}"
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -95,7 +113,9 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--model", "vgg99"], ["vgg99", "tv:"]),
+        (["--model", "vgg99", "--data-dir", "{tmp}/nothing"], ["vgg99", "tv:"]),
+        (["--ignore", "features.99", "--data-dir", "{tmp}/nothing"], ["--ignore features.99", "no module"]),
+        (["--model", "tv:resnet18", "--width", "0.5", "--data-dir", "{tmp}/nothing"], ["width=0.5"]),
         (["--dataset", "imagenet77"], ["imagenet77", "fashion-mnist"]),
         (["--dataset", "cifar10", "--data-dir", "{tmp}/nothing"], ["not found", "--download"]),
         (["--epochs", "0"], ["--epochs"]),
@@ -141,21 +161,7 @@ def test_out_under_a_file_is_refused(tmp_path):
 def test_help_documents_every_option():
     result = run_cli("train", "--help")
     assert result.returncode == 0
-    for option in (
-        "--model",
-        "--dataset",
-        "--data-dir",
-        "--epochs",
-        "--batch-size",
-        "--lr",
-        "--optimizer",
-        "--prune",
-        "--prune-at",
-        "--mode",
-        "--subset",
-        "--seed",
-        "--device",
-        "--out",
-        "--overwrite",
-    ):
-        assert option in result.stdout
+    squeezed = "".join(result.stdout.split())  # argparse wraps lines, also at hyphens
+    for field in dataclasses.fields(TrainConfig):
+        assert flag_of(field) in squeezed, field.name
+        assert "".join(field.metadata["option"].help.split())[:40] in squeezed, field.name

@@ -73,13 +73,15 @@ def test_counts_accumulate_over_batches():
 
 
 class ReusedReLU(nn.Module):
-    """One nn.ReLU instance used twice, as in torchvision's BasicBlock."""
+    """One activation used twice, as in torchvision's BasicBlock: after conv1, and after the residual sum
+    of conv2 and the shortcut, whose channels conv3 reads (a coupled group, counted at conv3's input)."""
 
     def __init__(self, functional: bool = False, act: str = "relu"):
         super().__init__()
-        self.conv1, self.conv2, self.conv3 = (
+        self.conv1, self.conv2, self.shortcut, self.conv3 = (
             nn.Conv2d(3, 6, 3, padding=1),
             nn.Conv2d(6, 5, 3, padding=1),
+            nn.Conv2d(3, 5, 1),
             nn.Conv2d(5, 4, 1),
         )
         self.relu = nn.ReLU()
@@ -96,22 +98,27 @@ class ReusedReLU(nn.Module):
         return F.relu(x) if self.functional else self.relu(x)
 
     def forward(self, x):
-        self.pre1 = self.conv1(x)
-        self.pre2 = self.conv2(self.activate(self.pre1))
-        return self.fc(self.conv3(self.activate(self.pre2)).mean((2, 3)))
+        self.first = self.activate(self.conv1(x))
+        self.summed = self.activate(self.conv2(self.first) + self.shortcut(x))
+        return self.fc(self.conv3(self.summed).mean((2, 3)))
 
 
 @pytest.mark.parametrize(
     ("functional", "act"), [(False, "relu"), (True, "relu"), (True, "gelu"), (True, "silu"), (True, "leaky")]
 )
-def test_reused_and_functional_activations_count_positive_pre_activations(functional, act):
+def test_reused_and_functional_activations_are_counted_per_use(functional, act):
     model = ReusedReLU(functional, act)
-    monitor, _ = _monitor(model, torch.zeros(1, 3, 8, 8))
+    monitor, groups = _monitor(model, torch.zeros(1, 3, 8, 8))
+    summed = next(g for g in groups.values() if "shortcut" in g.members)
     model.train()
     model(torch.randn(4, 3, 8, 8))
     densities = monitor.read()
-    assert torch.allclose(densities["conv1"], _positive_share(model.pre1), atol=0, rtol=1e-12)
-    assert torch.allclose(densities["conv2"], _positive_share(model.pre2), atol=0, rtol=1e-12)
+    first, second = _positive_share(model.first), _positive_share(model.summed)
+    assert torch.allclose(densities["conv1"], first, atol=0, rtol=1e-12)
+    assert torch.allclose(densities[summed.name], second, atol=0, rtol=1e-12)
+    # counting the activation module's outputs instead would mix its two calls: a different figure
+    mixed = (first[:5] + second) / 2
+    assert not torch.allclose(densities[summed.name], mixed)
     # neither all ones nor all zeros: the sign rule works for smooth activations too
     assert 0.2 < densities["conv1"].mean() < 0.8
 

@@ -91,5 +91,5 @@ def test_a_fading_prune_is_completed_on_the_last_epoch_and_blocks_an_explicit_pr
 
 
 def test_fade_is_a_share_of_an_epoch():
-    with pytest.raises(AdpruneError, match="fade must be a share"):
+    with pytest.raises(AdpruneError, match=r"fade=1.5 is not valid: give a share of an epoch"):
         ADPruner(build_model("vgg11", in_channels=3, num_classes=10, width=0.125), EXAMPLE, fade=1.5)

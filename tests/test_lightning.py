@@ -73,12 +73,12 @@ def _trainer(tmp_path, callback, logger=True):
 def test_callback_prunes_in_fit_and_training_goes_on(tmp_path):
     module = TinyNet()
     params_before = sum(p.numel() for p in module.parameters())
-    callback = ADPruneCallback(prune_at=[1], min_channels=2)
+    callback = ADPruneCallback(prune_at=[0], min_channels=2)
     trainer = _trainer(tmp_path, callback)
     trainer.fit(module)
 
     pruner = callback.pruner
-    assert [e.epoch for e in pruner.events] == [1]
+    assert [(e.decided, e.epoch) for e in pruner.events] == [(0, 1)]  # decided, faded out, cut
     assert sum(p.numel() for p in module.parameters()) < params_before
     assert module.net[0].out_channels == pruner.widths["net.0"] < 16
     # the Trainer's optimizer is the pruner's, holds exactly the module's parameters; the scheduler follows
@@ -113,7 +113,7 @@ def test_example_input_argument_and_no_logger(tmp_path):
     module.example_input_array = None
     callback = ADPruneCallback(torch.zeros(2, 3, 8, 8), prune_at=[0], log_groups=False, check=False)
     _trainer(tmp_path, callback, logger=False).fit(module)
-    assert [e.epoch for e in callback.pruner.events] == [0]
+    assert [e.epoch for e in callback.pruner.events] == [1]
 
 
 def test_bad_arguments_say_how_to_fix_them(tmp_path):

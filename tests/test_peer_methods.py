@@ -89,7 +89,7 @@ def test_weight_scores_read_filter_l1_norms_and_batchnorm_scales():
 
 def test_l1_importance_removes_the_filters_with_the_smallest_norms():
     model = _vgg()
-    pruner = ADPruner(model, EXAMPLE, prune_at=[1], importance="l1", min_channels=1)
+    pruner = ADPruner(model, EXAMPLE, prune_at=[1], importance="l1", min_channels=1, fade=0)
     first = pruner.groups[0]
     conv = model.get_submodule(first.name)
     with torch.no_grad():
@@ -109,7 +109,7 @@ def test_a_width_schedule_sets_exact_widths_then_stops():
     dense = _group_widths(model)
     names = list(dense)
     first, last = names[0], names[-1]
-    pruner = ADPruner(model, EXAMPLE, schedule={2: {first: 3, last: 5}}, max_prunes=1)
+    pruner = ADPruner(model, EXAMPLE, schedule={2: {first: 3, last: 5}}, max_prunes=1, fade=0)
     for epoch in (1, 2):
         _train_forward(model)
         pruner.epoch_end(epoch)
@@ -129,7 +129,7 @@ def test_a_width_schedule_that_cannot_work_is_refused_at_once():
 def test_a_parameter_target_is_met_by_one_global_ranking():
     model = _vgg(0.25)
     target = count_parameters(model) // 10
-    pruner = ADPruner(model, EXAMPLE, prune_at=[1], importance="bn_scale", target_params=target)
+    pruner = ADPruner(model, EXAMPLE, prune_at=[1], importance="bn_scale", target_params=target, fade=0)
     _train_forward(model)
     pruner.epoch_end(1)
     got = pruner.events[0].params_after

@@ -28,7 +28,7 @@ def _train_forward(model, shape=(4, 3, 32, 32)):
 
 def test_prune_at_gives_exactly_the_planned_widths_and_keeps_outputs():
     model = build_model("vgg11", in_channels=3, num_classes=10, width=0.25)
-    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), prune_at=[1], min_channels=1)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), prune_at=[1], min_channels=1, fade=0)
     members = {g.name: g.members for g in pruner.groups}
     live = {name: max(1, width // (i + 2)) for i, (name, width) in enumerate(pruner.widths.items())}
     _set_live_channels(model, live, members)
@@ -47,9 +47,38 @@ def test_prune_at_gives_exactly_the_planned_widths_and_keeps_outputs():
     assert pruner.events[0].widths_after == live
 
 
-def test_convergence_trigger_prunes_after_patience_and_never_on_the_last_epoch():
+def _set_live_positions(model: nn.Module, live: dict[str, list[int]], members: dict[str, tuple[str, ...]]):
+    """Channels at `live[group]` always fire (BN outputs +1), the rest never (BN outputs -10)."""
+    with torch.no_grad():
+        for group, positions in live.items():
+            for name in members[group]:
+                module = model.get_submodule(name)
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.zero_()
+                    module.bias.fill_(-10.0)
+                    module.bias[positions] = 1.0
+
+
+def test_ranking_trigger_waits_until_the_channels_to_remove_stop_changing():
     model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
-    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), patience=2, tol=0.01, min_channels=1)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), patience=1, tol=0.1, min_channels=1, fade=0)
+    members = {g.name: g.members for g in pruner.groups}
+    first = {n: list(range(w // 2)) for n, w in pruner.widths.items()}  # the first half fires ...
+    second = {n: list(range(w // 2, w)) for n, w in pruner.widths.items()}  # ... then the other half
+    for epoch, live in enumerate((first, second, second)):
+        _set_live_positions(model, live, members)
+        _train_forward(model)
+        pruner.epoch_end(epoch)
+    assert [line.mask_change for line in pruner.ledger] == [None, 1.0, 0.0]
+    assert [e.epoch for e in pruner.events] == [2]  # once the half to remove held still for an epoch
+    assert pruner.events[0].widths_after == {n: w // 2 for n, w in pruner.events[0].widths_before.items()}
+
+
+def test_density_trigger_prunes_after_patience_and_never_on_the_last_epoch():
+    model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
+    pruner = ADPruner(
+        model, torch.zeros(2, 3, 32, 32), trigger="density", patience=2, tol=0.01, min_channels=1, fade=0
+    )
     members = {g.name: g.members for g in pruner.groups}
     _set_live_channels(model, {n: w // 2 for n, w in pruner.widths.items()}, members)
     for epoch in range(3):
@@ -99,7 +128,7 @@ def test_epoch_end_without_training_forward_is_an_error():
 def test_architectures_prune_and_train_on(name, in_channels, size, width):
     model = build_model(name, in_channels=in_channels, num_classes=7, image_size=size, width=width)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pruner = ADPruner(model, torch.zeros(2, in_channels, size, size), optimizer, prune_at=[0])
+    pruner = ADPruner(model, torch.zeros(2, in_channels, size, size), optimizer, prune_at=[0], fade=0)
     shape = (4, in_channels, size, size)
     _train_forward(model, shape)
     optimizer.step()
@@ -114,7 +143,7 @@ def test_architectures_prune_and_train_on(name, in_channels, size, width):
     optimizer.step()
 
 
-def test_prune_now_uses_the_densities_the_last_epoch_end_read():
+def test_prune_now_uses_the_densities_the_last_epoch_end_read(monkeypatch):
     model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
     pruner = ADPruner(model, torch.zeros(2, 3, 32, 32), prune_at=[], min_channels=1)
     members = {g.name: g.members for g in pruner.groups}
@@ -123,6 +152,8 @@ def test_prune_now_uses_the_densities_the_last_epoch_end_read():
     _train_forward(model)
     pruner.epoch_end(0)
     assert not pruner.events and pruner.planned_widths() == live
+    clock = iter([10.0, 12.5])  # the prune's start and end, as time.perf_counter reads them
+    monkeypatch.setattr("adprune.prune.pruner.time.perf_counter", lambda: next(clock))
     event = pruner.prune(7)
-    assert event is pruner.events[0] and event.epoch == 7 and event.seconds > 0
+    assert event is pruner.events[0] and event.epoch == 7 and event.seconds == 2.5
     assert pruner.widths == event.widths_after == live

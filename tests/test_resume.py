@@ -122,3 +122,53 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, referenc
     assert resumed.returncode == 0, resumed.stderr
     assert "damaged" in resumed.stdout and newest.name in resumed.stdout
     assert _metrics(out) == _metrics(reference)
+
+
+def _edit_state(checkpoint: Path, edit) -> None:
+    state = json.loads((checkpoint / "state.json").read_text())
+    edit(state)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+
+
+def _set_width(value):
+    def edit(state):
+        first = next(iter(state["widths"]))
+        state["widths"][first] = value(state["widths"][first])
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_set_width(lambda w: w + 0.5), "invalid widths"),  # not a channel count
+        (_set_width(lambda w: w - 1), "size mismatch"),  # a width the saved weights do not have
+        (
+            lambda state: state["optimizer_groups"][0]["params"].append("features.99.weight"),
+            "other parameters",
+        ),
+    ],
+)
+def test_a_checkpoint_whose_state_does_not_fit_its_weights_is_damaged(tmp_path, reference, edit, why):
+    out = tmp_path / "run"
+    assert _run([*TRAIN, "--out", str(out)], "final-model-write").returncode == -9
+    newest = sorted((out / "checkpoints").glob("epoch-*"))[-1]
+    _edit_state(newest, edit)
+    resumed = _run(["train", "--resume", str(out), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    warning = next(line for line in resumed.stdout.splitlines() if "damaged" in line)
+    assert newest.name in warning and why in warning
+    assert _metrics(out) == _metrics(reference)
+
+
+def test_resume_without_a_restorable_checkpoint_is_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "run"
+    assert _run([*TRAIN, "--out", str(out)], "final-model-write").returncode == -9
+    for checkpoint in (out / "checkpoints").glob("epoch-*"):
+        _edit_state(checkpoint, _set_width(lambda w: "wide"))
+    metrics = (out / "metrics.jsonl").read_text()
+    resumed = _run(["train", "--resume", str(out), "--no-progress"])
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    (line,) = resumed.stderr.strip().splitlines()
+    assert "no checkpoint of" in line and "can be restored" in line and "--overwrite" in line
+    assert (out / "metrics.jsonl").read_text() == metrics  # nothing written before the error is lost

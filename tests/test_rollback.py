@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dat
 def _config(out: Path, max_drop: float) -> TrainConfig:
     return TrainConfig(
         out=str(out), model="vgg11", width=0.125, subset=256, val_split=128, epochs=4, batch_size=64,
-        lr=0.02, prune_at=[1, 2], max_drop=max_drop, progress=False, report=False,
+        lr=0.02, prune_at=[1, 2], fade=0.0, max_drop=max_drop, progress=False, report=False,
     )  # fmt: skip
 
 

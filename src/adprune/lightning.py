@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import AdpruneError
+from .prune.options import check_options
 from .prune.pruner import ADPruner
 
 try:  # the `lightning` package, else the older standalone `pytorch_lightning`
@@ -51,11 +52,12 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
 
     `example_input` is one batch of inputs shaped like the training batches (a few samples are
     enough); when None, the module's `example_input_array` is used. It is moved to the module's
-    device. Every other keyword goes to `ADPruner` (`prune_at`, `tol`, `patience`, `min_channels`,
-    `round_to`, `mode`, `ignore`, `max_prunes`, `min_reduction`, `check`); epochs are the Trainer's
-    0-based `current_epoch`. The last epoch of `max_epochs` never prunes. `log_groups=False` logs
-    only the mean density, the parameter count and whether the epoch pruned, not one value per
-    group. After `fit` the pruner, with its ledger and prune events, is `callback.pruner`.
+    device. Every other keyword goes to `ADPruner` (`prune_at`, `trigger`, `tol`, `patience`,
+    `min_channels`, `round_to`, `mode`, `ignore`, `max_prunes`, `min_reduction`, `check`, `fade`, ...)
+    and is checked here, at construction; epochs are the Trainer's 0-based `current_epoch`. The
+    last epoch of `max_epochs` never prunes. `log_groups=False` logs only the mean density, the
+    parameter count and whether the epoch pruned, not one value per group. After `fit` the pruner,
+    with its ledger and prune events, is `callback.pruner`.
     Needs exactly one optimizer.
     """
 
@@ -70,6 +72,7 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
                 f"ADPruneCallback got unknown option(s) {', '.join(unknown)}; "
                 f"the pruner takes {', '.join(_PRUNER_OPTIONS)}"
             )
+        check_options(pruner_kwargs)
         if example_input is not None and not torch.is_tensor(example_input):
             kind = type(example_input).__name__
             raise AdpruneError(f"example_input must be a tensor shaped like one training batch, got {kind}")

@@ -85,6 +85,15 @@ def output_layer(model: nn.Module) -> nn.Module:
     return last
 
 
+def module_names(name: str, width: float = 1.0) -> set[str]:
+    """The module names of model `name` at `width`, from a build on the meta device (nothing is
+    allocated): enough to check options that name modules before any data is read. Raises
+    AdpruneError for an unknown model or a width it does not take."""
+    with torch.device("meta"):
+        model = build_model(name, in_channels=3, num_classes=10, image_size=224, width=width)
+    return {module_name for module_name, _ in model.named_modules()}
+
+
 def _check_positive_int(what: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise AdpruneError(f"{what} must be a positive integer, got {value!r}")

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .modes import eval_mode
+from .outputs import scalar_of
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -54,7 +55,7 @@ def training_flops_per_sample(model: nn.Module, example_input: torch.Tensor) -> 
     def step() -> None:
         with torch.enable_grad():
             output = model(example_input)
-            torch.autograd.grad(output.float().sum(), params, allow_unused=True)
+            torch.autograd.grad(scalar_of(output), params, allow_unused=True)
 
     return _counted_flops(model, step) // example_input.shape[0]
 

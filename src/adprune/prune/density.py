@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -105,15 +106,25 @@ class DensityMonitor:
 
     Only forwards in training mode count. `read()` returns, per group name, the density of each of
     the group's channels (float64, CPU): positives / values over every consumer since the last
-    `reset()`. Under torch.distributed the counts are summed over all ranks before division, so
-    every rank reads the same densities, and `read()` also sums `samples_seen` over the ranks.
+    `reset()`. Under torch.distributed the counts are summed over the ranks of `process_group` (the
+    default group when None) before division, so every rank reads the same densities, and `read()`
+    also sums `samples_seen` over them. Samples are counted where a forward enters: at `entry` (see
+    `modes.entry_module`; the model itself when None).
     """
 
-    def __init__(self, model: nn.Module, groups: Iterable[ChannelGroup]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Iterable[ChannelGroup],
+        *,
+        entry: nn.Module | None = None,
+        process_group: Any = None,
+    ) -> None:
         self.groups = list(groups)
         self.samples_seen = 0
+        self.process_group = process_group
         self._counters: dict[tuple[str, bool], _Counter] = {}
-        self._handles = [model.register_forward_pre_hook(self._count_samples)]
+        self._handles = [(entry or model).register_forward_pre_hook(self._count_samples)]
         for group in self.groups:
             for probe in group.probes:
                 key = (probe.module_name, probe.reads_output)
@@ -151,8 +162,8 @@ class DensityMonitor:
         values = [self._counters[n].values_per_channel for n in names]
         totals = torch.tensor([*values, self.samples_seen], device=flat.device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flat)
-            dist.all_reduce(totals)
+            dist.all_reduce(flat, group=self.process_group)
+            dist.all_reduce(totals, group=self.process_group)
         flat, totals = flat.cpu(), totals.cpu().tolist()
         self.samples_seen = totals.pop()
         gathered, offset = {}, 0

@@ -22,8 +22,9 @@ from .groups import ChannelGroup
 class ChannelFade:
     """Scales channels `remove[group name]` of `groups` in `model` by `factor`, falling from 1 to 0.
 
-    Every training forward advances the ramp by its batch size; evaluation forwards see the current
-    factor without moving it. `detach()` removes every hook and leaves the model as it was.
+    Every training forward advances the ramp by its batch size, counted at `entry` (the model when
+    None; see `modes.entry_module`); evaluation forwards see the current factor without moving it.
+    `detach()` removes every hook and leaves the model as it was.
     """
 
     def __init__(
@@ -32,13 +33,14 @@ class ChannelFade:
         groups: Sequence[ChannelGroup],
         remove: Mapping[str, Sequence[int]],
         ramp_samples: int,
+        entry: nn.Module | None = None,
     ) -> None:
         self.ramp_samples = max(1, int(ramp_samples))
         self.samples_seen = 0
         self.factor = 1.0
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self._factor = torch.ones((), device=device)
-        self._handles = [model.register_forward_pre_hook(self._advance)]
+        self._handles = [(entry or model).register_forward_pre_hook(self._advance)]
         for group in groups:
             removed = set(remove.get(group.name, ()))
             if not removed:

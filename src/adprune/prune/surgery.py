@@ -10,7 +10,7 @@ rate schedulers holding it keep working.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch_pruning as tp
@@ -90,13 +90,37 @@ def _slice_state(value, old_shape: torch.Size, new: nn.Parameter, index: torch.T
     return value
 
 
-def _reinitialise(model: nn.Module) -> None:
+def own_initialiser(model: nn.Module) -> Callable[[], None] | None:
+    """The model's own weight initialisation, re-applied at its current widths: its `init_weights` or
+    `_init_weights` method (the convention of adprune's models), or None."""
+    for name in ("init_weights", "_init_weights"):
+        method = getattr(model, name, None)
+        if callable(method):
+            return method
+    return None
+
+
+def reinitialise(model: nn.Module, init: Callable[[nn.Module], None] | None = None) -> None:
+    """Fresh weights at the current widths: `init(model)` when given, else the model's own
+    initialisation (`own_initialiser`), else every layer's `reset_parameters()` (PyTorch's default,
+    which may differ from the constructor's). Normalisation statistics restart either way."""
     for module in model.modules():
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
+    if init is not None:
+        init(model)
+        return
+    own = own_initialiser(model)
+    if own is not None:
+        own()
+        return
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset) and not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            reset()
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def prune_groups(
@@ -107,12 +131,15 @@ def prune_groups(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     reinit: bool = False,
+    init: Callable[[nn.Module], None] | None = None,
 ) -> None:
     """Physically remove channels `remove[group name]` from every layer coupled to each group.
 
     Kept channels keep their weights and their optimizer state, sliced to match; with `reinit`
-    every layer is re-initialised and the optimizer state is dropped instead (fresh weights, fresh
-    moments). The model and the optimizer are changed in place; `graph` stays valid for `model`.
+    the model is re-initialised (`reinitialise(model, init)`) and the optimizer state is dropped
+    instead (fresh weights, fresh moments). The model and the optimizer are changed in place; `graph`
+    stays valid for `model`. Parameters that the prune replaced keep their old weights (whoever still
+    holds them sees the network as it was, not scratch data).
     """
     old_params = dict(model.named_parameters())
     old_names = {id(p): name for name, p in old_params.items()}
@@ -132,8 +159,12 @@ def prune_groups(
                     ) from exc
     finally:
         kept = _restore_parameters(model, originals, requires_grad)
+        current = dict(model.named_parameters())
+        for name, old in old_params.items():
+            if current.get(name) is not old:  # replaced by a smaller Parameter: give it its weights back
+                old.data = originals[name]
     if reinit:
-        _reinitialise(model)
+        reinitialise(model, init)
     if optimizer is not None:
         _remap_optimizer(optimizer, old_names, dict(model.named_parameters()), kept, reinit)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..errors import AdpruneError
+from ..limits import MAX_CHANNELS
 from ..prune.events import EpochCost, PendingPrune, PruneEvent
 from ..prune.pruner import ADPruner
 from .atomic import atomic_directory, atomic_write_bytes, atomic_write_json
@@ -139,11 +141,45 @@ def save_training_state(
     return final
 
 
-def _read(path: Path) -> TrainingState:
+def _whole(value: Any, low: int = 0, high: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_state(state: Any) -> str | None:
+    """What is wrong with a checkpoint's `state.json` content, or None: every field `--resume` reads,
+    with its JSON type and bounds (widths are channel counts in 1..MAX_CHANNELS)."""
+    if not isinstance(state, dict):
+        return "it is not a JSON object"
+    checks = {
+        "epoch": _whole(state.get("epoch")),
+        "widths": isinstance(state.get("widths"), dict)
+        and all(isinstance(k, str) and _whole(w, 1, MAX_CHANNELS) for k, w in state["widths"].items()),
+        "scheduler": isinstance(state.get("scheduler"), dict),
+        "pruner": isinstance(state.get("pruner"), dict)
+        and all(isinstance(state["pruner"].get(k), list) for k in ("events", "ledger")),
+        "optimizer_groups": isinstance(state.get("optimizer_groups"), list)
+        and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in state["optimizer_groups"]),
+        "wall_total": isinstance(state.get("wall_total"), dict)
+        and all(_finite(v) for v in state["wall_total"].values()),
+        "energy_j": state.get("energy_j") is None or _finite(state["energy_j"]),
+        "flops_discarded": _whole(state.get("flops_discarded", 0)),
+    }
+    bad = [key for key, ok in checks.items() if not ok]
+    return None if not bad else f"state.json has a missing or invalid {', '.join(bad)}"
+
+
+def read_checkpoint(path: Path) -> TrainingState:
+    """The checkpoint in directory `path`, its state checked by `check_state`; AdpruneError naming
+    the checkpoint when a file is missing, unreadable or invalid."""
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-            raise AdpruneError(f"{path / 'state.json'} has no epoch")
+        problem = check_state(state)
+        if problem is not None:
+            raise AdpruneError(f"checkpoint {path} is damaged ({problem})")
         return TrainingState(
             path,
             state["epoch"],
@@ -162,19 +198,12 @@ def read_training_state(run_dir: str | Path, epoch: int) -> TrainingState:
     path = _epoch_dir(Path(run_dir), epoch)
     if not path.is_dir():
         raise AdpruneError(f"checkpoint {path} is missing: it was removed or never written")
-    return _read(path)
+    return read_checkpoint(path)
 
 
-def latest_training_state(run_dir: str | Path, warn=print) -> TrainingState | None:
-    """The newest readable checkpoint of `run_dir`, falling back past damaged ones (each is reported
-    through `warn` and left on disk untouched); None when the run has no checkpoint yet."""
-    candidates = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"), reverse=True)
-    for path in candidates:
-        try:
-            return _read(path)
-        except AdpruneError as exc:
-            warn(f"warning: {exc}; trying the one before")
-    return None
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """The checkpoint directories of `run_dir`, newest first (empty before the first checkpoint)."""
+    return sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"), reverse=True)
 
 
 def pruner_state(pruner: ADPruner) -> dict[str, Any]:

@@ -143,9 +143,9 @@ class TrainConfig:
         high=1,
     )
     fade: float = option(
-        0.0,
+        1.0,
         help="fade the channels a prune removes out over this share of the next epoch, then remove them "
-        "(0: remove at once)",
+        "(0: remove at once, as the reference method does)",
         low=0,
         high=1,
     )

@@ -12,16 +12,18 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import AdpruneError
-from ..models import build_model
+from ..errors import AdpruneError, summarize_exception
+from ..models import build_model, module_names
 from ..prune.cost import EnergyMeter
 from ..prune.pruner import ADPruner
 from ..prune.surgery import shrink_to_widths
 from ..runs.atomic import atomic_write_json
 from ..runs.checkpoints import (
+    CHECKPOINTS,
     TrainingState,
-    latest_training_state,
+    checkpoint_dirs,
     load_optimizer_tensors,
+    read_checkpoint,
     read_training_state,
     restore_pruner,
     restore_rng,
@@ -65,12 +67,15 @@ class Run:
     flops_discarded: int = 0  # training FLOPs of epochs a roll back discarded, still part of the total
 
 
-def _validate_ignore(model: nn.Module, names: list[str]) -> None:
-    for name in names:
-        try:
-            model.get_submodule(name)
-        except AttributeError:
-            raise AdpruneError(f"--ignore {name}: the model has no module of that name") from None
+def _check_model_options(config: TrainConfig) -> None:
+    """--model, --width and --ignore, checked before any data is read."""
+    names = module_names(config.model, config.width)
+    for name in config.ignore:
+        if name not in names:
+            raise AdpruneError(
+                f"--ignore {name}: {config.model} has no module of that name (names look like "
+                f"{', '.join(sorted(n for n in names if n)[:3])})"
+            )
 
 
 def _prepare_out(config: TrainConfig, ctx: DistContext, resume: bool) -> Path:
@@ -168,6 +173,7 @@ def _test_subset(config: TrainConfig, splits: DatasetSplits, full: BatchLoader) 
 def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[Run, int]:
     """Build (or restore) every part of the run; returns it and the first epoch still to train."""
     config.validate()
+    _check_model_options(config)
     ctx = init_distributed(resolve_device(config.device))
     if config.batch_size % ctx.world_size:
         raise AdpruneError(
@@ -177,12 +183,11 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         config.dataset, config.data_dir, download=config.download, subset=config.subset,
         image_size=config.image_size, val=config.val_split,
     )  # fmt: skip
-    model = _model(config, splits, ctx)
-    _validate_ignore(model, config.ignore)
     out = _prepare_out(config, ctx, resume)
     example = torch.zeros(2, *splits.input_shape, device=ctx.device)
-    saved = latest_training_state(out, warn=log) if resume else None
-    parts = _trainables(config, model, example, saved)
+    saved, parts = _newest_restorable(config, splits, ctx, example, log) if resume else (None, None)
+    if parts is None:
+        parts = _trainables(config, _model(config, splits, ctx), example, None)
     train_loader, test_loader, val_loader = _loaders(config, splits, ctx)
     run = Run(
         config, ctx, splits, out, parts.model, ctx.wrap(parts.model), parts.optimizer, parts.scheduler,
@@ -204,19 +209,61 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
     return run, first_epoch
 
 
-def _restore_training(run: Run, saved: TrainingState) -> None:
-    """Load a checkpoint's optimizer, schedule, pruner and RNG states into `run`, whose model already
-    holds the checkpoint's widths and weights."""
-    load_optimizer_tensors(run.optimizer, run.model, saved.optimizer, saved.state["optimizer_groups"])
-    run.scheduler.load_state_dict(saved.state["scheduler"])
-    restore_pruner(run.pruner, saved.state["pruner"])
-    restore_rng(saved.rng)
+def _restored(
+    config: TrainConfig, splits: DatasetSplits, ctx: DistContext, example: torch.Tensor, saved: TrainingState
+) -> _Trainables:
+    """A fresh model shrunk to the checkpoint's widths with its weights, and the optimizer, schedule,
+    pruner and RNG states it saved. AdpruneError naming the checkpoint when anything in it does not
+    fit (a width the weights do not have, an optimizer entry for a parameter that does not exist)."""
+    try:
+        parts = _trainables(config, _model(config, splits, ctx), example, saved)
+        load_optimizer_tensors(parts.optimizer, parts.model, saved.optimizer, saved.state["optimizer_groups"])
+        parts.scheduler.load_state_dict(saved.state["scheduler"])
+        restore_pruner(parts.pruner, saved.state["pruner"])
+        PruneGuard(None).load_state_dict(saved.state.get("guard", {"open": [], "closed": []}))
+        restore_rng(saved.rng)
+    except (AdpruneError, RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise AdpruneError(f"checkpoint {saved.path} is damaged ({_why(exc)})") from None
+    return parts
+
+
+def _why(exc: Exception) -> str:
+    """One line on why a checkpoint did not restore: for weights that do not fit the saved widths, the
+    first mismatching tensor (load_state_dict puts it on a later line)."""
+    if isinstance(exc, AdpruneError):
+        return str(exc)
+    lines = [line.strip() for line in str(exc).splitlines()]
+    detail = next(
+        (line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected"))), None
+    )
+    return f"the saved weights do not fit the saved widths: {detail}" if detail else summarize_exception(exc)
+
+
+def _newest_restorable(
+    config: TrainConfig, splits: DatasetSplits, ctx: DistContext, example: torch.Tensor, log
+) -> tuple[TrainingState | None, _Trainables | None]:
+    """The newest checkpoint of the run that restores completely, and what it restores; falls back past
+    damaged ones (each reported through `log`, left on disk). (None, None) when the run has no
+    checkpoint yet; AdpruneError when it has some and none of them restores."""
+    damaged = []
+    for path in checkpoint_dirs(config.out):
+        try:
+            saved = read_checkpoint(path)
+            return saved, _restored(config, splits, ctx, example, saved)
+        except AdpruneError as exc:
+            log(f"warning: {exc}; trying the one before")
+            damaged.append(path.name)
+    if damaged:
+        raise AdpruneError(
+            f"no checkpoint of {config.out} can be restored ({', '.join(damaged)} are damaged): start the "
+            f"run again with --overwrite, or restore {Path(config.out) / CHECKPOINTS} from a backup"
+        )
+    return None, None
 
 
 def restore_run(run: Run, saved: TrainingState) -> int:
-    """Put a checkpoint's optimizer, scheduler, pruner, guard, RNG and running totals into `run` (whose
-    model already holds the checkpoint's widths and weights); returns the first epoch still to train."""
-    _restore_training(run, saved)
+    """Put a checkpoint's guard and running totals into `run`, whose model, optimizer, schedule and
+    pruner `_restored` built from it; returns the first epoch still to train."""
     run.guard.load_state_dict(saved.state.get("guard", {"open": [], "closed": []}))
     run.rollbacks = list(saved.state.get("rollbacks", []))
     run.flops_discarded = int(saved.state.get("flops_discarded", 0))
@@ -232,11 +279,9 @@ def roll_back(run: Run, epoch: int) -> None:
     """Return `run`'s model, optimizer, schedule and pruner to the checkpoint of `epoch` and stop
     pruning. The running totals (wall time, energy, the guard's record) go on: the epochs trained
     since are spent. The metrics of the epochs after `epoch` are dropped from `metrics.jsonl`."""
-    saved = read_training_state(run.out, epoch)
-    parts = _trainables(run.config, _model(run.config, run.splits, run.ctx), run.example, saved)
+    parts = _restored(run.config, run.splits, run.ctx, run.example, read_training_state(run.out, epoch))
     run.model, run.optimizer, run.scheduler = parts.model, parts.optimizer, parts.scheduler
     run.pruner = parts.pruner
-    _restore_training(run, saved)
     run.pruner.finished = True
     run.wrapped = run.ctx.wrap(run.model)
     run.sparsity = None
