@@ -236,3 +236,50 @@ def test_custom_model_example_runs(capsys):
     out = capsys.readouterr().out
     assert "before" in out and "after" in out
     assert result["params_after"] < result["params_before"]
+
+
+class GroupedBranch(nn.Module):
+    """Two concatenated branches, one of them a grouped conv (4 groups of 2), summed with a shortcut:
+    one channel group whose grouped half can only lose whole positions of its conv groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.skip = nn.Conv2d(3, 16, 1)
+        self.head = nn.Conv2d(16, 12, 3, padding=1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x, mask=None):
+        y = torch.relu(
+            torch.cat([self.a(torch.relu(self.stem(x))), self.b(torch.relu(self.stem(x)))], 1) + self.skip(x)
+        )
+        if mask is not None:
+            y = y * mask.view(1, -1, 1, 1)
+        return self.fc(torch.relu(self.head(y)).mean((2, 3)))
+
+
+def test_a_grouped_conv_in_one_concatenated_branch_ties_only_its_own_channels():
+    model = GroupedBranch().eval()
+    pruner = ADPruner(model, torch.zeros(2, 3, 8, 8), prune_at=[], min_channels=1)
+    (group,) = [g for g in pruner.groups if "b" in g.members]
+    assert pruner.skipped == {} and group.blocks == 1 and group.width == 16
+    # b's channel j is group channel 8 + j; its conv groups are {0,1}, {2,3}, {4,5}, {6,7}
+    assert sorted(u for u in group.units if len(u) > 1) == [(8, 10, 12, 14), (9, 11, 13, 15)]
+    x = torch.randn(3, 3, 8, 8)
+    # mean density 0.6375 asks for ceil(10.2) = 11 channels: 5 go, lowest first: a's channel 3 (0.1),
+    # then position 1 of every group of b as one unit (0.2); a's channel 5 (0.3) would overshoot
+    densities = torch.full((16,), 0.9, dtype=torch.float64)
+    densities[[3, 9, 11, 13, 15, 5]] = torch.tensor([0.1, 0.2, 0.2, 0.2, 0.2, 0.3], dtype=torch.float64)
+    mask = torch.ones(16)
+    mask[[3, 9, 11, 13, 15]] = 0
+    with torch.no_grad():
+        masked = model(x, mask)
+    event = pruner.prune(
+        0, {group.name: densities, **{g.name: torch.ones(g.width) for g in pruner.groups if g is not group}}
+    )
+    assert event.widths_after[group.name] == 11
+    assert (model.a.out_channels, model.b.out_channels, model.b.groups) == (7, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(model(x), masked, atol=1e-5, rtol=0)

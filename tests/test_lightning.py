@@ -1,6 +1,7 @@
 """ADPruneCallback prunes a LightningModule inside Trainer.fit and training goes on with the pruned model."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from torch import nn
 pl = pytest.importorskip("lightning.pytorch")
 
 from adprune import AdpruneError  # noqa: E402
-from adprune.lightning import ADPruneCallback  # noqa: E402
+from adprune.lightning import ADPruneCallback, shrink_to_checkpoint  # noqa: E402
 
 
 class TinyNet(pl.LightningModule):
@@ -145,3 +146,93 @@ def test_without_lightning_the_callback_says_how_to_install_it():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     ).stdout
     assert "pip install adprune[lightning]" in out
+
+
+class ReloadableNet(TinyNet):
+    """TinyNet with the one hook that makes a pruned checkpoint load."""
+
+    def on_load_checkpoint(self, checkpoint):
+        shrink_to_checkpoint(self, checkpoint)
+
+
+def _checkpointing_trainer(tmp_path, callback, max_epochs):
+    return pl.Trainer(
+        max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[callback],
+    )  # fmt: skip
+
+
+def test_a_pruned_checkpoint_loads_into_a_fresh_module_and_resumes_pruning(tmp_path):
+    torch.manual_seed(0)
+    module = ReloadableNet()
+    first = ADPruneCallback(prune_at=[0, 2], min_channels=2)
+    trainer = _checkpointing_trainer(tmp_path, first, max_epochs=2)  # stops before the second prune
+    trainer.fit(module)
+    path = trainer.checkpoint_callback.best_model_path
+    assert [(e.decided, e.epoch) for e in first.pruner.events] == [(0, 1)]
+
+    loaded = ReloadableNet.load_from_checkpoint(path)
+    assert loaded.net[0].out_channels == module.net[0].out_channels < 16
+    x = torch.randn(5, 3, 8, 8)
+    module.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), module(x))
+
+    second = ADPruneCallback(prune_at=[0, 2], min_channels=2)
+    resumed = ReloadableNet()
+    _checkpointing_trainer(tmp_path / "resumed", second, max_epochs=5).fit(resumed, ckpt_path=path)
+    events = second.pruner.events
+    assert [(e.decided, e.epoch) for e in events] == [(0, 1), (2, 3)]  # the first came from the checkpoint
+    assert resumed.net[0].out_channels == events[-1].widths_after["net.0"] < module.net[0].out_channels
+    assert [line.epoch for line in second.pruner.ledger] == [0, 1, 2, 3, 4]
+
+
+def test_a_checkpoint_without_the_callback_is_left_alone():
+    module = ReloadableNet()
+    shrink_to_checkpoint(module, {"state_dict": {}})
+    assert module.net[0].out_channels == 16
+
+
+DDP_SCRIPT = """
+import json, sys, torch
+import lightning.pytorch as pl
+sys.path.insert(0, {tests!r})
+from test_lightning import TinyNet
+from adprune.lightning import ADPruneCallback
+
+class Logged(TinyNet):
+    def on_train_epoch_end(self):
+        record = {{"rank": self.global_rank, "epoch": self.current_epoch,
+                   "widths": callback.pruner.widths, "params": sum(p.numel() for p in self.parameters()),
+                   "checksum": float(sum(p.detach().double().sum() for p in self.parameters()))}}
+        with open({out!r} + f"/rank{{self.global_rank}}.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\\n")
+
+torch.manual_seed(0)
+callback = ADPruneCallback(prune_at=[0], min_channels=2)
+trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp", devices=2, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     callbacks=[callback])
+trainer.fit(Logged())
+"""
+
+
+def test_under_ddp_both_ranks_prune_identically_and_train_the_pruned_module(tmp_path):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [
+        [json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
+    assert [r["epoch"] for r in ranks[0]] == [r["epoch"] for r in ranks[1]] == [0, 1, 2]
+    assert [r["widths"] for r in ranks[0]] == [r["widths"] for r in ranks[1]]
+    last = ranks[0][-1]
+    assert last["params"] < ranks[0][0]["params"]  # pruned (decided after epoch 0, cut after epoch 1)
+    # each rank trains on its own shard: only gradients all-reduced by a DDP wrapper around the pruned
+    # module keep the weights identical
+    assert [r["checksum"] for r in ranks[0]] == [r["checksum"] for r in ranks[1]]

@@ -169,3 +169,14 @@ def test_grouped_conv_keeps_its_groups_after_pruning():
         2,
     )
     assert model(x).shape == (2, 2)
+
+
+def test_units_go_whole_lowest_mean_first_and_a_tied_layer_keeps_one():
+    from adprune.prune.blocks import units_to_remove
+
+    scores = [0.5, 0.1, 0.1, 0.9, 0.2, 0.2]
+    units = [(0,), (1, 2), (3,), (4, 5)]
+    assert units_to_remove(scores, 3, units) == [0, 1, 2]  # (4, 5) would overshoot: channel 0 instead
+    assert units_to_remove(scores, 2, units) == [1, 2, 4, 5]
+    # channels 1, 2, 4, 5 are one grouped layer's: it keeps a unit, so channels 0 and 3 go instead
+    assert units_to_remove(scores, 2, units, [{1, 2, 4, 5}]) == [0, 1, 2, 3]

@@ -10,7 +10,17 @@ The callback builds an `ADPruner` on the LightningModule and the optimizer the T
 logs the densities, widths and parameter count through `LightningModule.log` on rank 0. A prune
 shrinks the module's layers in place and edits the optimizer in place (its parameters and their
 state are replaced by the pruned ones), so the Trainer, its strategy and every learning-rate
-scheduler keep holding valid objects.
+scheduler keep holding valid objects; under DDP the strategy's wrapper is rebuilt around the
+smaller module.
+
+Checkpoints written by the Trainer hold the pruned widths and the pruner's state. A checkpoint of a
+pruned module only loads into a module of the same widths, so give the LightningModule this hook,
+which shrinks it before its weights are loaded (both `MyModule.load_from_checkpoint(path)` and
+`Trainer.fit(module, ckpt_path=path)` call it first; the latter then goes on pruning where the run
+stopped):
+
+    def on_load_checkpoint(self, checkpoint):
+        adprune.lightning.shrink_to_checkpoint(self, checkpoint)
 
 Lightning is optional: `pip install adprune[lightning]`.
 """
@@ -26,8 +36,11 @@ import torch
 from torch import nn
 
 from .errors import AdpruneError
+from .prune.groups import find_groups
 from .prune.options import check_options
 from .prune.pruner import ADPruner
+from .prune.surgery import shrink_to_widths
+from .prune.tp_compat import build_graph
 
 try:  # the `lightning` package, else the older standalone `pytorch_lightning`
     import lightning.pytorch as _pl
@@ -44,7 +57,8 @@ _PRUNER_OPTIONS = tuple(
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 )
 
-__all__ = ["ADPruneCallback"]
+__all__ = ["ADPruneCallback", "shrink_to_checkpoint"]
+CHECKPOINT_KEY = "adprune"
 
 
 class ADPruneCallback(_pl.Callback if _pl is not None else object):
@@ -81,6 +95,7 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
         self.log_groups = log_groups
         self.pruner_kwargs = pruner_kwargs
         self.pruner: ADPruner | None = None
+        self._loaded: dict[str, Any] | None = None  # pruner state from a checkpoint, for on_fit_start
 
     def on_fit_start(self, trainer, pl_module) -> None:
         optimizers = list(trainer.optimizers)
@@ -103,6 +118,9 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
         example = example.to(pl_module.device)
         with _detached_from_trainer(pl_module):
             self.pruner = ADPruner(pl_module, example, optimizer, **self.pruner_kwargs)
+        if self._loaded is not None:
+            self.pruner.load_state_dict(self._loaded)
+            self._loaded = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.pruner is None:
@@ -114,7 +132,29 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
         _, new_optimizer = self.pruner.epoch_end(epoch, last=last)
         if new_optimizer is not optimizer:  # ADPruner edits in place; keep the Trainer in step if not
             _replace_optimizer(trainer, optimizer, new_optimizer)
+        if self.pruner.ledger[-1].pruned:
+            _rewrap_ddp(trainer, pl_module)
         self._log(pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pruner's state, which Lightning keeps in its checkpoints (empty before `fit`)."""
+        return {} if self.pruner is None else self.pruner.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take a checkpoint's pruner state; the pruner resumes from it when the fit starts."""
+        if state_dict:
+            if self.pruner is not None:
+                self.pruner.load_state_dict(state_dict)
+            else:
+                self._loaded = dict(state_dict)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Record the widths (and the input shape that traces the module) next to the weights."""
+        if self.pruner is not None:
+            checkpoint[CHECKPOINT_KEY] = {
+                "widths": self.pruner.widths,
+                "example_shape": list(self.pruner.example_input.shape),
+            }
 
     def _log(self, pl_module) -> None:
         pruner = self.pruner
@@ -128,6 +168,31 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
             metrics.update({f"adprune/density/{name}": d for name, d in pruner.densities.items()})
             metrics.update({f"adprune/width/{name}": float(w) for name, w in pruner.widths.items()})
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
+
+
+def shrink_to_checkpoint(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Shrink `module` to the widths a checkpoint written with `ADPruneCallback` records, so that the
+    checkpoint's weights fit it; call it from the module's `on_load_checkpoint`. A checkpoint written
+    without the callback, or a module already at those widths, is left as it is."""
+    saved = checkpoint.get(CHECKPOINT_KEY)
+    if not saved:
+        return
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    example = torch.zeros(saved["example_shape"], device=device)
+    groups = {g.name: g.width for g in find_groups(build_graph(module, example))}
+    if all(groups.get(name) == width for name, width in saved["widths"].items()):
+        return
+    with _detached_from_trainer(module):
+        shrink_to_widths(module, example, saved["widths"])
+
+
+def _rewrap_ddp(trainer, module: nn.Module) -> None:
+    """Rebuild the strategy's DistributedDataParallel wrapper around the pruned module: the old one
+    holds the parameters the prune replaced."""
+    strategy = trainer.strategy
+    if isinstance(strategy.model, torch.nn.parallel.DistributedDataParallel):
+        strategy.model = strategy._setup_model(module)
+        strategy._register_ddp_hooks()
 
 
 def _replace_optimizer(trainer, old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:

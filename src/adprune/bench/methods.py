@@ -19,13 +19,16 @@ from ..train.config import TrainConfig
 from .config import BenchConfig, base_train_config
 
 
+class NothingToMatch(AdpruneError):
+    """adp-inherit ended without a prune (none was due, or the accuracy guard rolled them back), so a
+    method matched to its outcome has no size to aim for."""
+
+
 def _adp_outcome(summary: dict[str, Any], method: str) -> tuple[int, list[dict[str, Any]]]:
     prunes = summary["prunes"]
     if not prunes:
-        raise AdpruneError(
-            f"adp-inherit did not prune in this budget, so {method} has no parameter count or widths to "
-            "match: give the bench more epochs, or a lower --tol / --patience"
-        )
+        why = "its accuracy guard rolled its prunes back" if summary.get("rollbacks") else "no prune was due"
+        raise NothingToMatch(f"adp-inherit did not prune ({why}), so {method} has no size to match")
     return summary["params"], prunes
 
 

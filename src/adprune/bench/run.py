@@ -32,7 +32,7 @@ from ..train.config import TrainConfig
 from ..train.config_file import validate_config
 from ..train.loop import print_now, train
 from .config import METHODS, RUN_ONLY_OPTIONS, BenchConfig
-from .methods import method_configs
+from .methods import NothingToMatch, method_configs
 from .table import add_ratios, bench_row, environment, format_markdown
 
 
@@ -84,24 +84,30 @@ def run_bench(
     run_methods = _order([*methods, "adp-inherit"]) if needs_adp else methods
     shown = [name for method in methods for name, _ in method_configs(config, method, runs_dir, 0)]
     done: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    result: dict[str, Any] = {}
+    skipped: list[str] = []
     for seed in range(config.seeds):
         for method in run_methods:
             for name, build in method_configs(config, method, runs_dir, seed):
-                train_config = build()
+                try:
+                    train_config = build()
+                except NothingToMatch as exc:
+                    skipped.append(f"{name}, seed {seed}: not run, {exc}")
+                    log(f"bench {config.name}: {skipped[-1]}")
+                    continue
                 log(f"bench {config.name}: {name}, seed {seed}")
                 done.setdefault(name, []).append((train_config.out, run_once(train_config, log)))
-                result = _write_result(config, done, [n for n in shown if n in done], results_dir)
-    return result
+                _write_result(config, done, [n for n in shown if n in done], results_dir, skipped)
+    return _write_result(config, done, [n for n in shown if n in done], results_dir, skipped)
 
 
 def _write_result(
-    config: BenchConfig, done: dict[str, list], shown: Sequence[str], results_dir: Path
+    config: BenchConfig, done: dict[str, list], shown: Sequence[str], results_dir: Path, skipped: list[str]
 ) -> dict[str, Any]:
     rows = [bench_row(name, done[name]) for name in shown]
     add_ratios(rows)
     summaries = [s for name in shown for _, s in done[name]]
     notes = [] if any(r["method"] == "dense" for r in rows) else ["no dense row: ratios are left out"]
+    notes += skipped
     result = {
         "name": config.name, "description": config.description, "config": dataclasses.asdict(config),
         "environment": environment(summaries), "seeds": config.seeds, "rows": rows, "notes": notes,

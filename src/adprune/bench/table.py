@@ -101,6 +101,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         std = r["test_acc_std"]
         acc = f"{100 * r['test_acc']:.2f}%" + ("" if std is None else f" ± {100 * std:.2f}")
+        if r["seeds"] != result["seeds"]:
+            acc += f" ({r['seeds']} of {result['seeds']} seeds)"
         cells = (
             r["method"], acc, _cell(r.get("acc_delta_pts"), "+.2f"),
             human_number(r["params"]), _cell(r.get("params_x"), ".2f"),

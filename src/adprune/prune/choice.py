@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..errors import AdpruneError
+from .blocks import units_to_remove
 from .groups import ChannelGroup
 from .surgery import channels_to_remove
 
@@ -69,12 +70,19 @@ def given_densities(
     return given
 
 
+def group_removal(group: ChannelGroup, scores: torch.Tensor, keep: int) -> list[int]:
+    """The channels to remove from `group` so that `keep` stay: the lowest `scores` first, whole
+    blocks or units where grouped layers tie channels together (then at least `keep` stay)."""
+    if group.units:
+        return units_to_remove(scores.tolist(), keep, group.units, group.tied)
+    return channels_to_remove(scores, keep, group.blocks)
+
+
 def removal(
     scores: Mapping[str, torch.Tensor], planned: Mapping[str, int], groups: Sequence[ChannelGroup]
 ) -> dict[str, list[int]]:
-    """The channels to remove from every group that `planned` narrows: the lowest `scores` first."""
-    return {
-        g.name: channels_to_remove(scores[g.name], planned[g.name], g.blocks)
-        for g in groups
-        if planned[g.name] < g.width
+    """The channels to remove from every group that `planned` narrows (`group_removal`)."""
+    chosen = {
+        g.name: group_removal(g, scores[g.name], planned[g.name]) for g in groups if planned[g.name] < g.width
     }
+    return {name: channels for name, channels in chosen.items() if channels}

@@ -39,13 +39,13 @@ every block, so that every conv group keeps the same width.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch_pruning as tp
 from torch import nn
 
+from .blocks import BlockConstraint, block_constraint, channel_layout, is_depthwise
 from .readers import Reading, reading
 
 _CONV = nn.modules.conv._ConvNd
@@ -78,8 +78,10 @@ class ChannelGroup:
     """A set of coupled output channels: its layers and the tensors its density is counted on.
 
     The channels form `blocks` equal consecutive blocks (grouped convs or group norms read them block
-    by block): a prune must remove the same positions from every block. `skip_reason` is None for
-    a group that can be pruned, else why it is left alone.
+    by block): a prune must remove the same positions from every block. When such a layer covers
+    only part of the group (see `blocks.py`), `units` lists the channels that must go together and
+    `tied` the channel sets of which some must stay. `skip_reason` is None for a group that can be
+    pruned, else why it is left alone.
     """
 
     name: str
@@ -89,11 +91,8 @@ class ChannelGroup:
     blocks: int = 1
     skip_reason: str | None = None
     readers: tuple[Probe, ...] = ()
-
-
-def is_depthwise(module: nn.Module) -> bool:
-    """True for a conv whose every output channel reads exactly one input channel of its own."""
-    return isinstance(module, _CONV) and module.groups == module.in_channels == module.out_channels > 1
+    units: tuple[tuple[int, ...], ...] = ()
+    tied: tuple[frozenset[int], ...] = ()
 
 
 def _is_consumer(graph: tp.DependencyGraph, module: nn.Module, handler) -> bool:
@@ -162,20 +161,6 @@ def _distinct_tensors(graph: tp.DependencyGraph, probes: list[Probe]) -> list[Pr
     return distinct
 
 
-def _blocks(graph: tp.DependencyGraph, module, handler) -> int:
-    """How many blocks a layer splits the group's channels into (conv groups, norm groups)."""
-    if not isinstance(module, nn.Module) or is_depthwise(module):
-        return 1
-    pruner = graph.get_pruner_of_module(module)
-    if pruner is None:
-        return 1
-    if graph.is_out_channel_pruning_fn(handler):
-        return int(pruner.get_out_channel_groups(module) or 1)
-    if graph.is_in_channel_pruning_fn(handler):
-        return int(pruner.get_in_channel_groups(module) or 1)
-    return 1
-
-
 def _unsafe_reason(graph: tp.DependencyGraph, group, names: dict) -> str | None:
     opaque = getattr(graph, "opaque_nodes", {})
     for item in group:
@@ -200,10 +185,14 @@ def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> 
     groups = []
     for group in graph.get_all_groups(ignored_layers=list(ignore), root_module_types=(_CONV, nn.Linear)):
         root = group[0].dep.target.module
-        members, consumers, blocks = [], [], 1
+        members, consumers, constraints, split_reason = [], [], [], None
         for item in group:
             module = item.dep.target.module
-            blocks = math.lcm(blocks, _blocks(graph, module, item.dep.handler))
+            constraint = block_constraint(graph, item)
+            if isinstance(constraint, BlockConstraint):
+                constraints.append(constraint)
+            elif constraint is not None:
+                split_reason = split_reason or constraint
             if not isinstance(module, nn.Module) or module not in names:
                 continue
             if graph.is_out_channel_pruning_fn(item.dep.handler) and names[module] not in members:
@@ -220,13 +209,17 @@ def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> 
         if chain_end is not None:
             readers = [Probe(chain_end[0], True, tuple(range(width)), tuple(range(width)), chain_end[1])]
         probes, reason = _density_probes(graph, members, consumers, readers, chain_end is not None)
-        reason = _unsafe_reason(graph, group, names) or reason
+        reason = _unsafe_reason(graph, group, names) or split_reason or reason
+        blocks, units = channel_layout(width, constraints)
         if reason is None and width % blocks:
             reason = (
                 f"its {width} channels do not split into the {blocks} groups its grouped convs/norms read"
             )
+        tied = tuple(frozenset(c.channels) for c in constraints) if units else ()
         groups.append(
-            ChannelGroup(names[root], width, tuple(members), tuple(probes), blocks, reason, tuple(readers))
+            ChannelGroup(
+                names[root], width, tuple(members), tuple(probes), blocks, reason, tuple(readers), units, tied
+            )
         )
     found = {member for group in groups for member in group.members}
     for root, exc in getattr(graph, "failed_roots", {}).items():

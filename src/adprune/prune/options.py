@@ -79,3 +79,18 @@ def check_options(options: Mapping[str, Any]) -> None:
             raise AdpruneError(f"{name}={value!r:.60} is not valid: give {rule[1]}")
     if options.get("schedule") is not None and options.get("target_params") is not None:
         raise AdpruneError("give a width schedule or a target parameter count, not both")
+
+
+NO_OPTIMIZER = (
+    "ADPruner has no optimizer: a prune replaces the pruned layers' parameters, so an optimizer built "
+    "before it would go on updating tensors the model no longer uses. Pass optimizer=your_optimizer "
+    "(it is remapped in place), or build a new optimizer after every prune"
+)
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """`model`'s submodule `name` for the `ignore` option; AdpruneError when there is none."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise AdpruneError(f"ignore names '{name}', which is not a module of the model") from None

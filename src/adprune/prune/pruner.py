@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -19,25 +20,12 @@ from .fade import ChannelFade
 from .groups import find_groups
 from .importance import weight_scores
 from .modes import entry_module
-from .options import check_options
+from .options import NO_OPTIMIZER, check_options, submodule
 from .plan import ConvergenceTrigger, RankingTrigger, parameter_reduction, plan_widths
 from .surgery import prune_groups
 from .targets import fit_widths, parameters_at, ranked_widths
 from .tp_compat import build_graph
 from .trial import find_unprunable
-
-NO_OPTIMIZER = (
-    "ADPruner has no optimizer: a prune replaces the pruned layers' parameters, so an optimizer built "
-    "before it would go on updating tensors the model no longer uses. Pass optimizer=your_optimizer "
-    "(it is remapped in place), or build a new optimizer after every prune"
-)
-
-
-def _submodule(model: nn.Module, name: str) -> nn.Module:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise AdpruneError(f"ignore names '{name}', which is not a module of the model") from None
 
 
 class ADPruner:
@@ -136,7 +124,7 @@ class ADPruner:
         own_tol = {} if tol is None else {"tol": tol}
         self.trigger = ConvergenceTrigger(patience=patience, **(own_tol if trigger == "density" else {}))
         self.ranking = RankingTrigger(patience=patience, **(own_tol if trigger == "ranking" else {}))
-        self.ignore = [_submodule(model, m) if isinstance(m, str) else m for m in ignore]
+        self.ignore = [submodule(model, m) if isinstance(m, str) else m for m in ignore]
         self.check = check
         self.importance = importance
         self.schedule = None if schedule is None else {int(e): dict(w) for e, w in schedule.items()}
@@ -169,6 +157,30 @@ class ADPruner:
             groups = [g for g in groups if g.name not in self.skipped]
         self.groups = groups
         self.monitor = self._new_monitor()
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state that the next epochs depend on: triggers, events, ledger, whether pruning
+        finished, the latest densities and a prune in progress. The model and the optimizer are saved
+        apart; restore this into a pruner built over the model at the same widths."""
+        return {
+            "trigger": self.trigger.state_dict(), "ranking": self.ranking.state_dict(),
+            "events": [dataclasses.asdict(e) for e in self.events],
+            "ledger": [dataclasses.asdict(line) for line in self.ledger], "finished": self.finished,
+            "densities": self.densities,
+            "pending": None if self.pending is None else dataclasses.asdict(self.pending),
+        }  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned (a prune in progress resumes fading its channels out)."""
+        self.trigger.load_state_dict(state["trigger"])
+        if "ranking" in state:
+            self.ranking.load_state_dict(state["ranking"])
+        self.events = [PruneEvent(**e) for e in state["events"]]
+        self.ledger = [EpochCost(**line) for line in state["ledger"]]
+        self.finished = bool(state["finished"])
+        self.densities = dict(state["densities"])
+        if state.get("pending") is not None:
+            self.restore_pending(PendingPrune(**state["pending"]))
 
     def _new_monitor(self) -> DensityMonitor:
         return DensityMonitor(self.model, self.groups, entry=self.entry, process_group=self.process_group)

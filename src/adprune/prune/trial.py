@@ -27,7 +27,11 @@ def _forward_backward(model: nn.Module, example_input: torch.Tensor) -> list:
 
 
 def _trial_removal(group: ChannelGroup) -> list[int]:
-    """The last position of every block: the smallest removal the group allows."""
+    """The smallest removal the group allows: the last position of every block or, where grouped
+    layers tie only some channels together, the largest unit that leaves every tied set a channel."""
+    if group.units:
+        allowed = [u for u in group.units if not any(tied <= set(u) for tied in group.tied)]
+        return list(max(allowed, key=lambda u: (len(u), u[0]))) if allowed else []
     size = group.width // group.blocks
     return [b * size + size - 1 for b in range(group.blocks)]
 
@@ -46,7 +50,7 @@ def find_unprunable(
     culprits (a fresh copy after each failure). `ignore` names the layers the groups were found
     with. Groups already skipped or too narrow to lose a channel are not tried.
     """
-    names = [g.name for g in groups if g.skip_reason is None and g.width > g.blocks]
+    names = [g.name for g in groups if g.skip_reason is None and g.width > g.blocks and _trial_removal(g)]
     if not names:
         return {}
     with eval_mode(model), torch.no_grad():

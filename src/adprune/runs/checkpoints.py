@@ -11,7 +11,6 @@ are kept so that a checkpoint damaged afterwards still has a fallback.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -27,8 +26,6 @@ from torch import nn
 
 from ..errors import AdpruneError
 from ..limits import MAX_CHANNELS
-from ..prune.events import EpochCost, PendingPrune, PruneEvent
-from ..prune.pruner import ADPruner
 from .atomic import atomic_directory, atomic_write_bytes, atomic_write_json
 
 CHECKPOINTS = "checkpoints"
@@ -204,29 +201,3 @@ def read_training_state(run_dir: str | Path, epoch: int) -> TrainingState:
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     """The checkpoint directories of `run_dir`, newest first (empty before the first checkpoint)."""
     return sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"), reverse=True)
-
-
-def pruner_state(pruner: ADPruner) -> dict[str, Any]:
-    """The JSON-ready state of `pruner` that the next epochs depend on."""
-    return {
-        "trigger": pruner.trigger.state_dict(),
-        "ranking": pruner.ranking.state_dict(),
-        "events": [dataclasses.asdict(e) for e in pruner.events],
-        "ledger": [dataclasses.asdict(line) for line in pruner.ledger],
-        "finished": pruner.finished,
-        "densities": pruner.densities,
-        "pending": None if pruner.pending is None else dataclasses.asdict(pruner.pending),
-    }
-
-
-def restore_pruner(pruner: ADPruner, state: Mapping[str, Any]) -> None:
-    """Put `pruner_state`'s output back into a pruner built over the restored model."""
-    pruner.trigger.load_state_dict(state["trigger"])
-    if "ranking" in state:
-        pruner.ranking.load_state_dict(state["ranking"])
-    pruner.events = [PruneEvent(**e) for e in state["events"]]
-    pruner.ledger = [EpochCost(**line) for line in state["ledger"]]
-    pruner.finished = bool(state["finished"])
-    pruner.densities = dict(state["densities"])
-    if state.get("pending") is not None:
-        pruner.restore_pending(PendingPrune(**state["pending"]))

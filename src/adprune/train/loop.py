@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..errors import AdpruneError
 from ..prune.density import density_stats
 from ..runs.atomic import atomic_write_json
-from ..runs.checkpoints import pruner_state, save_training_state
+from ..runs.checkpoints import save_training_state
 from ..runs.model_files import save_model
 from ..runs.rundir import METRICS_FILE, SUMMARY_FILE, append_metrics
 from .config import TrainConfig
@@ -212,7 +212,7 @@ def _checkpoint(run: Run, epoch: int, energy_j: float | None) -> None:
     """Write the checkpoint of the end of `epoch`, keeping those a roll back may need."""
     state = {
         "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
-        "pruner": pruner_state(run.pruner), "guard": run.guard.state_dict(), "rollbacks": run.rollbacks,
+        "pruner": run.pruner.state_dict(), "guard": run.guard.state_dict(), "rollbacks": run.rollbacks,
         "flops_discarded": run.flops_discarded, "wall_total": run.wall_total, "energy_j": energy_j,
     }  # fmt: skip
     save_training_state(run.out, epoch, run.model, run.optimizer, state, pinned=run.guard.rollback_points())
@@ -278,7 +278,8 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
         "params_initial": ledger[0].params, "params": record["params_after"], "macs_initial": ledger[0].macs,
         "macs": run.pruner.model_costs()[0], "train_flops_total": record["train_flops_total"],
         "wall_s": {k: round(v, 3) for k, v in run.wall_total.items()}, "energy_j": record["energy_j"],
-        "energy_source": run.energy.source, "device": str(run.ctx.device),
+        "energy_source": run.energy.source, "energy_unavailable": run.energy.unavailable,
+        "device": str(run.ctx.device),
         "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
         "prune_checks": [dataclasses.asdict(w) for w in run.guard.closed], "rollbacks": run.rollbacks,
         "decisions_read": _decisions_read(run.config),

@@ -25,7 +25,6 @@ from ..runs.checkpoints import (
     load_optimizer_tensors,
     read_checkpoint,
     read_training_state,
-    restore_pruner,
     restore_rng,
 )
 from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir
@@ -206,6 +205,8 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
     if config.bn_l1 > 0 and not parts.pruner.events:
         run.sparsity = bn_sparsity(parts.model, example, config.bn_l1)
     run.energy.start()
+    if run.energy.unavailable is not None:
+        run.log(f"energy: not measured, {run.energy.unavailable}")
     return run, first_epoch
 
 
@@ -219,7 +220,7 @@ def _restored(
         parts = _trainables(config, _model(config, splits, ctx), example, saved)
         load_optimizer_tensors(parts.optimizer, parts.model, saved.optimizer, saved.state["optimizer_groups"])
         parts.scheduler.load_state_dict(saved.state["scheduler"])
-        restore_pruner(parts.pruner, saved.state["pruner"])
+        parts.pruner.load_state_dict(saved.state["pruner"])
         PruneGuard(None).load_state_dict(saved.state.get("guard", {"open": [], "closed": []}))
         restore_rng(saved.rng)
     except (AdpruneError, RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
