@@ -121,3 +121,28 @@ def test_realised_speedup_bad_run_dir_is_one_line_and_exit_2(tiny_runs, tmp_path
     assert len(lines) == 1 and lines[0].startswith("realised_speedup: error: ")
     assert str(tmp_path / "nothing" / "arch.json") in lines[0]
     assert not out.exists()
+
+
+def test_monitor_overhead_measures_three_arms_in_one_process():
+    arms = _script("monitor_overhead").measure("resnet18", "random", 2, 4, 0.125, 2, torch.device("cpu"))
+    assert set(arms) == {"plain", "full", "sampled"} and all(s > 0 for s in arms.values())
+
+
+@needs_fashion
+def test_monitor_sampling_error_compares_the_sampled_count_with_the_full_one():
+    error = _script("monitor_overhead").sampling_error(
+        "vgg11", "fashion-mnist", 6, 16, 0.125, 3, torch.device("cpu")
+    )
+    assert (error["batches"], error["every"], error["groups"]) == (6, 3, 8)
+    assert 0 <= error["max_group_error"] <= error["max_channel_error"] <= 1
+    assert 0 <= error["planned_widths_that_differ"] <= error["groups"]
+    assert error["max_group_std_across_batches"] > 0
+
+
+def test_cli_startup_times_every_command(tmp_path, monkeypatch):
+    out = tmp_path / "startup.json"
+    monkeypatch.setattr(sys, "argv", ["cli_startup.py", "--repeats", "1", "--out", str(out)])
+    _script("cli_startup").main()
+    result = json.loads(out.read_text())
+    assert set(result["median_s"]) == set(_script("cli_startup").COMMANDS)
+    assert all(s > 0 for s in result["median_s"].values()) and isinstance(result["meets_target"], bool)

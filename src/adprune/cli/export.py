@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..runs.export import FORMATS, export_model
+from ..runs.formats import FORMATS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,5 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export the model and print the path written; return 0."""
+    from ..runs.export import export_model
+
     print(f"exported: {export_model(args.run_dir, args.fmt, args.out)}")
     return 0

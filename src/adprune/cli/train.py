@@ -106,7 +106,6 @@ def _resumed_config(run_dir: str, progress: bool) -> TrainConfig:
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume) the run the flags describe and print its outcome; return 0."""
     from ..train.config_file import validate_config
-    from ..train.loop import train
 
     if args.resume:
         config = _resumed_config(args.resume, args.progress)
@@ -116,6 +115,9 @@ def run_train(args: argparse.Namespace) -> int:
         names = [field.name for field in dataclasses.fields(TrainConfig)]
         options = {name: getattr(args, name) for name in names}
         config = TrainConfig(**validate_config(options, "the command line"))
+    config.validate()  # every option, before torch is imported
+    from ..train.loop import train
+
     summary = train(config, resume=bool(args.resume))
     print(
         f"done: test accuracy {100 * summary['test_acc']:.2f}%, params {summary['params']:,} "

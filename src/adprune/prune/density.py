@@ -27,18 +27,19 @@ class _Counter:
     other dim does (a norm that reads a channels-last tensor), that one is used.
     """
 
-    def __init__(self, channel_dim: int = 1, channels: int | None = None) -> None:
+    def __init__(self, channel_dim: int = 1, channels: int | None = None, gate=lambda: True) -> None:
         self.channel_dim = channel_dim
         self.channels = channels
+        self.gate = gate  # whether this forward is one of the counted ones
         self.positives: torch.Tensor | None = None
         self.values_per_channel = 0
 
     def count_input(self, module: nn.Module, inputs: tuple) -> None:
-        if module.training and inputs and torch.is_tensor(inputs[0]):
+        if module.training and inputs and torch.is_tensor(inputs[0]) and self.gate():
             self._count(inputs[0].detach())
 
     def count_output(self, module: nn.Module, inputs: tuple, output) -> None:
-        if module.training and torch.is_tensor(output):
+        if module.training and torch.is_tensor(output) and self.gate():
             self._count(output.detach())
 
     def _count(self, x: torch.Tensor) -> None:
@@ -110,6 +111,14 @@ class DensityMonitor:
     default group when None) before division, so every rank reads the same densities, and `read()`
     also sums `samples_seen` over them. Samples are counted where a forward enters: at `entry` (see
     `modes.entry_module`; the model itself when None).
+
+    `every=k` counts activations on every k-th training forward only (the 1st, the (k+1)-th, ...
+    since `reset()`); samples are still counted on all of them. A density is then the mean over the m
+    counted batches of its per-batch density instead of over all M: an estimate whose standard error
+    is `s / sqrt(m) * sqrt(1 - m / M)`, s the standard deviation of that density across batches (for
+    a group's density, which the plan reads, s is small; README, "Cost of the monitor", has measured
+    values). Batches are counted at a fixed stride, so a density that drifts within the epoch is
+    estimated with a bias of up to k/2 batches of drift.
     """
 
     def __init__(
@@ -119,10 +128,16 @@ class DensityMonitor:
         *,
         entry: nn.Module | None = None,
         process_group: Any = None,
+        every: int = 1,
     ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.groups = list(groups)
         self.samples_seen = 0
         self.process_group = process_group
+        self.every = every
+        self._forwards = 0
+        self._counting = True
         self._counters: dict[tuple[str, bool], _Counter] = {}
         self._handles = [(entry or model).register_forward_pre_hook(self._count_samples)]
         for group in self.groups:
@@ -131,7 +146,7 @@ class DensityMonitor:
                 if key not in self._counters:
                     module = model.get_submodule(probe.module_name)
                     channels = group.width if probe.reads_output else _in_channels(module)
-                    counter = self._counters[key] = _Counter(probe.channel_dim, channels)
+                    counter = self._counters[key] = _Counter(probe.channel_dim, channels, self._counts_now)
                     self._handles.append(
                         module.register_forward_hook(counter.count_output)
                         if probe.reads_output
@@ -141,10 +156,17 @@ class DensityMonitor:
     def _count_samples(self, module: nn.Module, inputs: tuple) -> None:
         if module.training and inputs and torch.is_tensor(inputs[0]):
             self.samples_seen += inputs[0].shape[0]
+            self._counting = self._forwards % self.every == 0
+            self._forwards += 1
+
+    def _counts_now(self) -> bool:
+        return self._counting
 
     def reset(self) -> None:
         """Forget every count, to start a new window."""
         self.samples_seen = 0
+        self._forwards = 0
+        self._counting = True
         for counter in self._counters.values():
             counter.reset()
 

@@ -67,6 +67,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "target_params": (_optional(_at_least(1)), "None or a whole number of parameters >= 1"),
     "fade": (_within(0, 1), "a share of an epoch in [0, 1], e.g. 0.5 (0: cut at once)"),
     "init": (_optional(callable), "None or a function that re-initialises a model in place"),
+    "density_every": (_at_least(1), "a whole number >= 1: count densities on every k-th training step"),
 }
 
 

@@ -31,48 +31,33 @@ from .trial import find_unprunable
 class ADPruner:
     """Prunes `model` in training from the activation density of its channel groups.
 
-    Call `epoch_end(epoch)` after each training epoch: it reads the densities the monitor counted
-    during the epoch's training forwards, decides whether to prune (at the epochs in `prune_at`, or,
-    when `prune_at` is None, when the `trigger` fires), and if so shrinks every group to
-    `ceil(density * width)` channels (at least `min_channels`, rounded up to `round_to`).
-    `trigger="ranking"` fires when the channels the plan would remove stopped changing: the share of
-    channels whose fate differs from the epoch before stayed below `tol` (default 0.1) for
-    `patience` epochs (`plan.RankingTrigger`). `trigger="density"` fires when every group's density
-    moved less than `tol` (default 0.02) over `patience` epochs (`plan.ConvergenceTrigger`).
-    `mode="inherit"` keeps the densest channels and their
-    weights and optimizer state; `mode="reinit"` re-initialises the new widths. Pruning stops after
-    `max_prunes` prunes, or after a prune that removed less than `min_reduction` of the parameters.
-    Layers named in `ignore` (module names or modules) keep their output width; the classifier and
-    the input channels are never pruned.
+    Call `epoch_end(epoch)` after each training epoch: it reads the densities counted during the
+    epoch's training forwards, decides whether to prune (at the epochs in `prune_at`, else when the
+    `trigger` fires) and plans every group at `ceil(density * width)` channels (at least
+    `min_channels`, rounded up to `round_to`). `trigger="ranking"` fires when the share of channels
+    whose fate under the plan changed since the epoch before stayed below `tol` (default 0.1) for
+    `patience` epochs; `"density"` when every group's density moved less than `tol` (default 0.02).
+    A prune fades its channels out over `fade` of the next epoch (default 1; 0 cuts at once) and
+    removes them at that epoch's end, when removing them changes nothing. `mode="inherit"` keeps the
+    densest channels with their weights and optimizer state; `"reinit"` re-initialises the new widths
+    with `init(model)`, by default the model's own `init_weights`/`_init_weights`. Pruning stops
+    after `max_prunes` prunes or one that removed less than `min_reduction` of the parameters.
+    `ignore` (names or modules) keeps layers' widths; the classifier and the inputs are never pruned.
 
-    The same machinery runs the peer methods the benchmark compares ADP with. `importance` ranks
-    which channels go: `density` (ADP), `l1` (the L1 norm of each filter) or `bn_scale` (the
-    BatchNorm scale; groups without one fall back to density). `schedule` ({epoch: {group: width}})
-    replaces the plan by given widths at given epochs (pruning ends after its last epoch).
-    `target_params` replaces the plan by a global ranking of all channels by `importance`, cut where
-    the model has the parameter count closest to the target (Network Slimming's global threshold).
+    Peer methods run on the same machinery: `importance` ranks which channels go (`density`, `l1`
+    filter norms, `bn_scale`), `schedule` ({epoch: {group: width}}) replaces the plan by given widths,
+    and `target_params` by one global ranking cut at that parameter count (Network Slimming).
 
-    `fade` (a share of an epoch, 0 to 1; default 1) makes every prune gradual: the prune is decided
-    at the end of an epoch, the channels it removes are scaled down linearly to zero over that share
-    of the next epoch while training goes on, and they are removed at that epoch's end, when removing
-    them no longer changes what the model computes. With `fade=0` a prune removes its channels at
-    once. Measured on Fashion-MNIST (README, "Prunes that keep training alive"), fading keeps the
-    training accuracy through a prune where an abrupt cut loses 13-16 points.
+    Densities are summed over the ranks of `process_group` (default group when None);
+    `density_every=k` counts them on every k-th training forward only (an estimate: see
+    `density.DensityMonitor`). Without an `optimizer` a warning says to pass one. Every option is
+    checked at construction (`options.check_options`).
 
-    `init(model)` re-initialises the model in `mode="reinit"`; by default the model's own
-    `init_weights`/`_init_weights` method, else every layer's `reset_parameters` (`surgery.reinitialise`).
-    `process_group` is the torch.distributed group the density counts are summed over (the default
-    group when None). Without an `optimizer` a warning says to pass one: a prune replaces the pruned
-    layers' parameters, so an optimizer that still holds the old ones would update nothing the model
-    uses. Every option is checked at construction (`options.check_options`).
-
-    Channel groups that cannot be pruned safely are left alone and listed in `skipped` (group name
-    -> reason): groups that reach attention or a recurrent layer, or pass through a reshape
-    Torch-Pruning cannot map (a channel shuffle), and, with `check=True`, groups whose removal fails
-    or breaks the model in a trial prune of a deep copy at construction (one forward and backward of
-    `example_input`; costs about one copy and one trace of the model). Channels read by grouped
-    convolutions are removed at the same positions in every conv group, so those widths are planned
-    in multiples of the number of conv groups.
+    Groups that cannot be pruned safely are listed in `skipped` with the reason: channels reaching
+    attention or a recurrent layer, a reshape Torch-Pruning cannot map (a channel shuffle), channels
+    read with no activation in between, and with `check=True` groups whose removal fails or breaks a
+    trial prune of a deep copy (one forward and backward of `example_input`). Grouped convolutions
+    lose the same positions in every conv group.
     """
 
     def __init__(
@@ -98,6 +83,7 @@ class ADPruner:
         fade: float = 1.0,
         init: Callable[[nn.Module], None] | None = None,
         process_group: Any = None,
+        density_every: int = 1,
     ) -> None:
         options = {
             k: v for k, v in locals().items() if k not in ("self", "model", "example_input", "optimizer")
@@ -132,6 +118,7 @@ class ADPruner:
         self.fade = fade
         self.init = init
         self.process_group = process_group
+        self.density_every = density_every
         self.pending: PendingPrune | None = None
         self._fade: ChannelFade | None = None
         self.skipped: dict[str, str] = {}
@@ -183,7 +170,13 @@ class ADPruner:
             self.restore_pending(PendingPrune(**state["pending"]))
 
     def _new_monitor(self) -> DensityMonitor:
-        return DensityMonitor(self.model, self.groups, entry=self.entry, process_group=self.process_group)
+        return DensityMonitor(
+            self.model,
+            self.groups,
+            entry=self.entry,
+            process_group=self.process_group,
+            every=self.density_every,
+        )
 
     def _find_groups(self):
         """The prunable groups of the traced model; records every skipped group in `skipped`."""

@@ -12,9 +12,9 @@ from torch import nn
 
 from ..errors import AdpruneError
 from .atomic import atomic_write_bytes
+from .formats import FORMATS
 from .model_files import load, read_arch
 
-FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 

@@ -173,6 +173,13 @@ class TrainConfig:
     guard_epochs: int = option(
         1, help="epochs of recovery after a prune before the guard compares", low=1, high=MAX_EPOCHS
     )
+    density_every: int = option(
+        1,
+        help="count activation densities on every N-th training step only (cheaper; an estimate whose "
+        "error the README states)",
+        low=1,
+        high=MAX_EPOCHS,
+    )
     mode: str = option(
         "inherit",
         help="inherit: keep the densest channels and their weights; reinit: fresh weights at the new widths",

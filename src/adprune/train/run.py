@@ -138,7 +138,7 @@ def _trainables(
         min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
         max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
         importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
-        fade=config.fade,
+        fade=config.fade, density_every=config.density_every,
     )  # fmt: skip
     return _Trainables(model, optimizer, scheduler, pruner)
 
