@@ -163,7 +163,7 @@ def check_state(state: Any) -> str | None:
         "wall_total": isinstance(state.get("wall_total"), dict)
         and all(_finite(v) for v in state["wall_total"].values()),
         "energy_j": state.get("energy_j") is None or _finite(state["energy_j"]),
-        "flops_discarded": _whole(state.get("flops_discarded", 0)),
+        "flops_extra": _whole(state.get("flops_extra", 0)),
     }
     bad = [key for key, ok in checks.items() if not ok]
     return None if not bad else f"state.json has a missing or invalid {', '.join(bad)}"

@@ -149,6 +149,12 @@ class TrainConfig:
         low=0,
         high=1,
     )
+    bn_recalibrate: int = option(
+        10,
+        help="when a prune's channels have faded out, re-estimate the BatchNorm statistics on this many "
+        "training batches before evaluating (0: no)",
+        low=0,
+    )
     rewarm: float = option(
         0.0,
         help="after each prune, ramp the learning rate up linearly from 0 over this share of the next "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from ..errors import AdpruneError
 from ..prune.density import density_stats
+from ..prune.recalibrate import recalibrate_batchnorm
 from ..runs.atomic import atomic_write_json
 from ..runs.checkpoints import save_training_state
 from ..runs.model_files import save_model
@@ -139,6 +141,15 @@ def _energy(run: Run) -> float | None:
     return now + (run.energy_before or 0.0)
 
 
+def _recalibrate(run: Run) -> int:
+    """Re-estimate the BatchNorm statistics of the network whose channels just faded out, on the first
+    `--bn-recalibrate` batches of this epoch (not counted as training); returns its FLOPs."""
+    batches = itertools.islice(run.train_loader, run.config.bn_recalibrate)
+    with run.pruner.monitor.paused():
+        samples = recalibrate_batchnorm(run.model, (run.ctx.shard(images) for images, _ in batches))
+    return samples * run.ctx.world_size * 2 * run.pruner.model_costs()[0]
+
+
 def _validation_needed(run: Run) -> bool:
     """The validation split is evaluated while a decision can still read it: while the pruner may
     prune, completes a faded prune, or the guard watches one."""
@@ -152,6 +163,8 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     run.train_loader.set_epoch(epoch)
     started = time.perf_counter()
     train_loss, train_acc = _train_epoch(run, epoch)
+    if run.pruner.pending is not None and run.config.bn_recalibrate:
+        run.flops_extra += _recalibrate(run)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     test_loss = test_acc = None
@@ -184,16 +197,22 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
         "density_spread": round(stats["spread"], 5), "dead_share": round(stats["dead_share"], 5),
         "widths": widths, "widths_after": run.pruner.widths, "params": cost.params,
         "params_after": cost.params_after, "macs": cost.macs, "train_flops": cost.train_flops,
-        "train_flops_total": cost.train_flops_total + run.flops_discarded, "samples": cost.samples,
+        "train_flops_total": cost.train_flops_total + run.flops_extra, "samples": cost.samples,
         "wall_s": {k: round(v, 4) for k, v in wall.items()}, "energy_j": _energy(run),
         "lr": run.optimizer.param_groups[0]["lr"], "pruned": cost.pruned, "prune_decided": cost.decided,
         "mask_change": cost.mask_change,
     }  # fmt: skip
 
 
+def _log_epoch(run: Run, record: dict[str, Any]) -> None:
+    run.log(epoch_line(record, run.config.epochs))
+    for check in record["prune_checks"]:
+        run.log(check_line(PruneWatch(**check)))
+
+
 def _record(run: Run, record: dict[str, Any]) -> None:
     """Log the epoch, append it to metrics.jsonl, then checkpoint (rank 0 only)."""
-    run.log(epoch_line(record, run.config.epochs))
+    _log_epoch(run, record)
     if not run.ctx.is_main:
         return
     try:
@@ -213,35 +232,32 @@ def _checkpoint(run: Run, epoch: int, energy_j: float | None) -> None:
     state = {
         "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
         "pruner": run.pruner.state_dict(), "guard": run.guard.state_dict(), "rollbacks": run.rollbacks,
-        "flops_discarded": run.flops_discarded, "wall_total": run.wall_total, "energy_j": energy_j,
+        "flops_extra": run.flops_extra, "wall_total": run.wall_total, "energy_j": energy_j,
     }  # fmt: skip
     save_training_state(run.out, epoch, run.model, run.optimizer, state, pinned=run.guard.rollback_points())
 
 
 def _guard(run: Run, record: dict[str, Any]) -> int | None:
-    """Show the epoch's record to the guard; log and return the epoch to roll back to, or None."""
+    """Show the epoch's record to the guard (its closed checks go into the record); the epoch whose
+    checkpoint to roll back to, or None."""
     closed, back_to = run.guard.observe(record, last=record["epoch"] == run.config.epochs)
     record["prune_checks"] = [dataclasses.asdict(w) for w in closed]
-    for watch in closed:
-        run.log(check_line(watch))
-    if back_to is None:
-        return None
-    cost = record["train_flops_total"] - run.flops_discarded - _flops_total_at(run, back_to)
-    run.rollbacks.append(
-        {"from_epoch": record["epoch"], "to_epoch": back_to, "train_flops_discarded": cost,
-         "check": dataclasses.asdict(next(w for w in closed if w.rolled_back))}
-    )  # fmt: skip
-    run.flops_discarded += cost
+    return back_to
+
+
+def _roll_back(run: Run, record: dict[str, Any], back_to: int) -> None:
+    """Return the run to the checkpoint of `back_to` and record why and what the discarded epochs
+    cost (their FLOPs stay in the running total)."""
+    spent = record["train_flops_total"]
+    total_then = roll_back(run, back_to)
+    run.flops_extra = spent - (run.pruner.ledger[-1].train_flops_total if run.pruner.ledger else 0)
+    check = next(c for c in record["prune_checks"] if c["rolled_back"])
+    run.rollbacks.append({"from_epoch": record["epoch"], "to_epoch": back_to,
+                          "train_flops_discarded": spent - total_then, "check": check})  # fmt: skip
     run.log(
         f"  roll back: the prune cost more than --max-drop {run.config.max_drop} points of validation "
         f"accuracy; training on from the checkpoint of epoch {back_to} without pruning"
     )
-    return back_to
-
-
-def _flops_total_at(run: Run, epoch: int) -> int:
-    """The pruner's running total of training FLOPs at the end of `epoch` (0 before training)."""
-    return next((line.train_flops_total for line in run.pruner.ledger if line.epoch == epoch), 0)
 
 
 def check_line(watch: PruneWatch) -> str:
@@ -327,8 +343,8 @@ def train(
                 _record(run, record)
                 epoch += 1
             else:
-                run.log(epoch_line(record, run.config.epochs))
-                roll_back(run, back_to)
+                _log_epoch(run, record)
+                _roll_back(run, record, back_to)
                 epoch = back_to + 1
         if record is None:
             record = _last_record(run)

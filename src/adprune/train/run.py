@@ -63,7 +63,7 @@ class Run:
     guard: PruneGuard = field(default_factory=lambda: PruneGuard(None))
     sparsity: tp.pruner.BNScalePruner | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
-    flops_discarded: int = 0  # training FLOPs of epochs a roll back discarded, still part of the total
+    flops_extra: int = 0  # FLOPs outside the pruner's ledger: discarded epochs, norm recalibration
 
 
 def _check_model_options(config: TrainConfig) -> None:
@@ -267,7 +267,7 @@ def restore_run(run: Run, saved: TrainingState) -> int:
     pruner `_restored` built from it; returns the first epoch still to train."""
     run.guard.load_state_dict(saved.state.get("guard", {"open": [], "closed": []}))
     run.rollbacks = list(saved.state.get("rollbacks", []))
-    run.flops_discarded = int(saved.state.get("flops_discarded", 0))
+    run.flops_extra = int(saved.state.get("flops_extra", 0))
     run.wall_total = {"val": 0.0, **saved.state["wall_total"]}
     run.energy_before = saved.state["energy_j"]
     if run.ctx.is_main:
@@ -276,11 +276,13 @@ def restore_run(run: Run, saved: TrainingState) -> int:
     return saved.epoch + 1
 
 
-def roll_back(run: Run, epoch: int) -> None:
+def roll_back(run: Run, epoch: int) -> int:
     """Return `run`'s model, optimizer, schedule and pruner to the checkpoint of `epoch` and stop
     pruning. The running totals (wall time, energy, the guard's record) go on: the epochs trained
-    since are spent. The metrics of the epochs after `epoch` are dropped from `metrics.jsonl`."""
-    parts = _restored(run.config, run.splits, run.ctx, run.example, read_training_state(run.out, epoch))
+    since are spent. The metrics of the epochs after `epoch` are dropped from `metrics.jsonl`.
+    Returns the run's training FLOPs total at that checkpoint."""
+    saved = read_training_state(run.out, epoch)
+    parts = _restored(run.config, run.splits, run.ctx, run.example, saved)
     run.model, run.optimizer, run.scheduler = parts.model, parts.optimizer, parts.scheduler
     run.pruner = parts.pruner
     run.pruner.finished = True
@@ -288,3 +290,5 @@ def roll_back(run: Run, epoch: int) -> None:
     run.sparsity = None
     if run.ctx.is_main:
         keep_metrics_until(run.out, epoch)
+    ledger = run.pruner.ledger
+    return (ledger[-1].train_flops_total if ledger else 0) + saved.state.get("flops_extra", 0)
