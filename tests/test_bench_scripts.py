@@ -86,12 +86,12 @@ def test_realised_speedup_reports_consistent_ratios(tiny_runs, tmp_path):
     dense_dir, pruned_dir = tiny_runs
     out = tmp_path / "speedup.json"
     _script("realised_speedup").main(
-        ["--dense", str(dense_dir), "--pruned", str(pruned_dir), "--steps", "3", "--warmup", "1",
-         "--batch-size", "8", "--device", "cpu", "--out", str(out)]
+        ["--dense", str(dense_dir), "--pruned", str(pruned_dir), "--steps", "2", "--warmup", "1",
+         "--batch-size", "8", "--device", "cpu", "--round-to", "1,8", "--out", str(out)]
     )  # fmt: skip
     result = json.loads(out.read_text())
     assert set(result) >= RESULT_FIELDS | {"dense_macs", "pruned_macs", "dense_params", "pruned_params"}
-    assert (result["input_shape"], result["batch_size"], result["steps_each"]) == ([1, 32, 32], 8, 3)
+    assert (result["input_shape"], result["batch_size"], result["steps_each"]) == ([1, 32, 32], 8, 2)
     example = torch.zeros(1, 1, 32, 32)
     dense, pruned = adprune.load(dense_dir), adprune.load(pruned_dir)
     macs = inference_macs(dense, example), inference_macs(pruned, example)
@@ -100,11 +100,23 @@ def test_realised_speedup_reports_consistent_ratios(tiny_runs, tmp_path):
         json.loads((dense_dir / "summary.json").read_text())["params"],
         json.loads((pruned_dir / "summary.json").read_text())["params"],
     )
-    assert [row["mode"] for row in result["rows"]] == ["train", "eval"]
-    for row in result["rows"]:
-        assert row["mac_ratio"] == macs[0] / macs[1]
-        assert row["speedup"] == row["median_step_s_dense"] / row["median_step_s_pruned"]
-        assert row["realised_share"] == row["speedup"] / row["mac_ratio"]
+    arms = ["dense", "pruned", "fresh", "round-1", "round-8"]
+    keys = [(r["layout"], r["mode"], r["arm"]) for r in result["rows"]]
+    layouts, modes = ("contiguous", "channels-last"), ("train", "eval")
+    assert keys == [(layout, mode, arm) for layout in layouts for mode in modes for arm in arms]
+    rows = {key: row for key, row in zip(keys, result["rows"], strict=True)}
+    for (layout, mode, arm), row in rows.items():
+        dense_row = rows[(layout, mode, "dense")]
+        assert row["speedup"] == dense_row["median_step_s"] / row["median_step_s"]
+        assert row["mac_ratio"] == macs[0] / row["macs"]
+        if arm != "dense":
+            assert row["realised_share"] == row["speedup"] / row["mac_ratio"]
+    pruned_row, fresh_row, exact_row = (
+        rows[("contiguous", "train", a)] for a in ("pruned", "fresh", "round-1")
+    )
+    assert pruned_row["macs"] == fresh_row["macs"] == exact_row["macs"] == macs[1]  # the same widths
+    round8 = rows[("contiguous", "train", "round-8")]
+    assert round8["macs"] >= macs[1] and round8["params"] >= result["pruned_params"]
 
 
 @needs_fashion

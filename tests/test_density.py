@@ -291,3 +291,12 @@ def test_counting_every_kth_step_estimates_the_full_count_within_its_stated_erro
         means = history.mean(1)
         bound = means.std() / m**0.5 * (1 - m / total) ** 0.5
         assert abs(float(estimate[name].mean() - exact[name].mean())) <= 3 * float(bound)
+
+
+def test_channels_last_activations_count_the_same_as_contiguous_ones():
+    from adprune.prune.density import _positive_counts
+
+    x = torch.randn(3, 5, 4, 6)
+    expected = (x > 0).sum((0, 2, 3)).int()
+    assert torch.equal(_positive_counts(x, 1, 3 * 4 * 6), expected)
+    assert torch.equal(_positive_counts(x.contiguous(memory_format=torch.channels_last), 1, 72), expected)

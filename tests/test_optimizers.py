@@ -63,3 +63,19 @@ def test_learning_rate_ramp_rises_linearly_then_restores_the_schedule():
     ramp = LearningRateRamp(optimizer, steps=0)
     ramp.before_step(1)
     assert [g["lr"] for g in optimizer.param_groups] == [0.4, 0.2]
+
+
+def test_the_channels_last_layout_moves_weights_and_momenta_but_keeps_the_parameter_objects():
+    from adprune.train.hardware import Hardware, apply_layout, resolve
+
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 1, 3, 3)).sum().backward()
+    optimizer.step()
+    params = list(model.parameters())
+    apply_layout(model, optimizer, Hardware(8, True, False))
+    conv = model[0].weight
+    assert list(model.parameters()) == params and conv.is_contiguous(memory_format=torch.channels_last)
+    assert optimizer.state[conv]["momentum_buffer"].is_contiguous(memory_format=torch.channels_last)
+    assert resolve(None, "auto", False, torch.device("cpu")) == Hardware(8, True, False)
+    assert resolve(3, "contiguous", True, torch.device("cuda", 0)) == Hardware(3, False, True)

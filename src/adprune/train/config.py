@@ -22,6 +22,7 @@ PRUNE_CHOICES = ("adp", "none")
 MAX_EPOCHS = 100_000
 MAX_LR = 100.0
 PARSERS = ("epochs", "names", "json")
+LAYOUTS = ("auto", "channels-last", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,9 @@ class TrainConfig:
     )
     patience: int = option(2, help="... for this many epochs in a row", low=1, high=MAX_EPOCHS)
     min_channels: int = option(4, help="no layer narrower than this", low=1)
-    round_to: int = option(1, help="round widths up to a multiple of this, e.g. 8", low=1)
+    round_to: int | None = option(
+        None, help="round widths up to a multiple of this (default: what the device runs fastest, 8)", low=1
+    )
     max_prunes: int = option(3, help="at most this many prunes", low=0)
     min_reduction: float = option(
         0.05,
@@ -229,6 +232,14 @@ class TrainConfig:
     progress: bool = option(True, help="no progress bar", flag="--no-progress")
     report: bool = option(True, help="do not write report/report.html at the end", flag="--no-report")
     tensorboard: bool = option(False, help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
+    layout: str = option(
+        "auto",
+        help="memory layout of activations and weights (auto: what the device runs fastest, channels-last)",
+        choices=LAYOUTS,
+    )
+    compile: bool = option(
+        False, help="compile the training model with torch.compile (again after each prune)"
+    )
 
     def validate(self) -> None:
         """Raise AdpruneError with a fix for the first option that cannot work.

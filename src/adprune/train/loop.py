@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits
 from .distributed import shutdown
 from .guard import PruneWatch
+from .hardware import apply_layout, training_module
 from .optimizers import LearningRateRamp
 from .run import Run, roll_back, setup_run
 from .tensorboard import log_epoch
@@ -183,7 +184,8 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     _, run.optimizer = run.pruner.epoch_end(epoch, last=epoch == run.config.epochs)
     cost, stats = run.pruner.ledger[-1], density_stats(run.pruner.channel_densities)
     if cost.pruned:
-        run.wrapped = run.ctx.wrap(run.model)
+        apply_layout(run.model, run.optimizer, run.hardware)
+        run.wrapped = training_module(run.model, run.ctx.wrap, run.hardware)
         run.sparsity = None
     run.scheduler.step()
     wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s, "val": val_s}
@@ -266,10 +268,14 @@ def check_line(watch: PruneWatch) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
+    val = (
+        ""
+        if watch.val_acc_before is None
+        else f"; val acc {pct(watch.val_acc_before)} -> {pct(watch.val_acc_after)}"
+    )
     return (
         f"  prune decided after epoch {watch.decided}: train acc {pct(watch.train_acc_before)} -> lowest "
-        f"after {pct(watch.train_acc_after)}; val acc {pct(watch.val_acc_before)} -> "
-        f"{pct(watch.val_acc_after)}{'  ROLLED BACK' if watch.rolled_back else ''}"
+        f"after {pct(watch.train_acc_after)}{val}{'  ROLLED BACK' if watch.rolled_back else ''}"
     )
 
 
@@ -298,7 +304,7 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
         "device": str(run.ctx.device),
         "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
         "prune_checks": [dataclasses.asdict(w) for w in run.guard.closed], "rollbacks": run.rollbacks,
-        "decisions_read": _decisions_read(run.config),
+        "decisions_read": _decisions_read(run.config), "hardware": run.hardware.to_dict(),
     }  # fmt: skip
     if run.ctx.is_main:
         save_model(run.out, run.model, _arch(run.config, run.splits), run.pruner.widths)

@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits, first_samples, load_dataset
 from .distributed import DistContext, init_distributed, resolve_device
 from .guard import PruneGuard
+from .hardware import Hardware, apply_layout, resolve, training_module
 from .optimizers import bn_sparsity, make_optimizer
 
 
@@ -61,6 +62,7 @@ class Run:
     val_loader: BatchLoader | None = None
     test_subset_loader: BatchLoader | None = None  # what the epochs before the last evaluate on
     guard: PruneGuard = field(default_factory=lambda: PruneGuard(None))
+    hardware: Hardware = field(default_factory=lambda: Hardware(1, False, False))
     sparsity: tp.pruner.BNScalePruner | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     flops_extra: int = 0  # FLOPs outside the pruner's ledger: discarded epochs, norm recalibration
@@ -120,6 +122,10 @@ class _Trainables:
     pruner: ADPruner
 
 
+def _hardware(config: TrainConfig, device: torch.device) -> Hardware:
+    return resolve(config.round_to, config.layout, config.compile, device)
+
+
 def _trainables(
     config: TrainConfig, model: nn.Module, example: torch.Tensor, saved: TrainingState | None
 ) -> _Trainables:
@@ -134,8 +140,8 @@ def _trainables(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     pruner = ADPruner(
         model, example, optimizer, prune_at=config.prune_at, trigger=config.trigger, tol=config.tol,
-        patience=config.patience,
-        min_channels=config.min_channels, round_to=config.round_to, mode=config.mode, ignore=config.ignore,
+        patience=config.patience, min_channels=config.min_channels,
+        round_to=_hardware(config, example.device).round_to, mode=config.mode, ignore=config.ignore,
         max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
         importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
         fade=config.fade, density_every=config.density_every,
@@ -145,16 +151,23 @@ def _trainables(
 
 def _loaders(config: TrainConfig, splits: DatasetSplits, ctx: DistContext) -> tuple[BatchLoader, ...]:
     """The training, test and validation loaders (the last None without a validation split)."""
+    channels_last = _hardware(config, ctx.device).channels_last
     train_loader = BatchLoader(
         splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
         std=splits.std, device=ctx.device, train=True, augment=splits.augment, seed=config.seed,
-        drop_last=True,
+        drop_last=True, channels_last=channels_last,
     )  # fmt: skip
     if len(train_loader) == 0:
         raise AdpruneError(
             f"--batch-size {config.batch_size} is larger than the {train_loader.num_samples} training samples"
         )
-    evaluation = dict(batch_size=config.eval_batch_size, mean=splits.mean, std=splits.std, device=ctx.device)
+    evaluation = dict(
+        batch_size=config.eval_batch_size,
+        mean=splits.mean,
+        std=splits.std,
+        device=ctx.device,
+        channels_last=channels_last,
+    )
     test_loader = BatchLoader(splits.test_images, splits.test_labels, **evaluation)
     val_loader = BatchLoader(splits.val_images, splits.val_labels, **evaluation) if config.val_split else None
     return train_loader, test_loader, val_loader
@@ -166,7 +179,7 @@ def _test_subset(config: TrainConfig, splits: DatasetSplits, full: BatchLoader) 
         return full
     images, labels = first_samples(splits.test_images, splits.test_labels, config.eval_subset)
     return BatchLoader(images, labels, batch_size=config.eval_batch_size, mean=splits.mean, std=splits.std,
-                       device=full.device)  # fmt: skip
+                       device=full.device, channels_last=full.channels_last)  # fmt: skip
 
 
 def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[Run, int]:
@@ -187,15 +200,18 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
     saved, parts = _newest_restorable(config, splits, ctx, example, log) if resume else (None, None)
     if parts is None:
         parts = _trainables(config, _model(config, splits, ctx), example, None)
+    hardware = _hardware(config, ctx.device)
+    apply_layout(parts.model, parts.optimizer, hardware)
     train_loader, test_loader, val_loader = _loaders(config, splits, ctx)
     run = Run(
-        config, ctx, splits, out, parts.model, ctx.wrap(parts.model), parts.optimizer, parts.scheduler,
+        config, ctx, splits, out, parts.model, training_module(parts.model, ctx.wrap, hardware),
+        parts.optimizer, parts.scheduler,
         parts.pruner, train_loader, test_loader,
         nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), ctx.device.type == "cuda", example,
         log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0, "val": 0.0},
         EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx), val_loader=val_loader,
         test_subset_loader=_test_subset(config, splits, test_loader),
-        guard=PruneGuard(config.max_drop, config.guard_epochs),
+        guard=PruneGuard(config.max_drop, config.guard_epochs), hardware=hardware,
     )  # fmt: skip
     first_epoch = restore_run(run, saved) if saved is not None else 1
     if saved is None and resume:
@@ -286,7 +302,8 @@ def roll_back(run: Run, epoch: int) -> int:
     run.model, run.optimizer, run.scheduler = parts.model, parts.optimizer, parts.scheduler
     run.pruner = parts.pruner
     run.pruner.finished = True
-    run.wrapped = run.ctx.wrap(run.model)
+    apply_layout(run.model, run.optimizer, run.hardware)
+    run.wrapped = training_module(run.model, run.ctx.wrap, run.hardware)
     run.sparsity = None
     if run.ctx.is_main:
         keep_metrics_until(run.out, epoch)

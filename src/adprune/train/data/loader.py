@@ -79,6 +79,7 @@ class BatchLoader:
         mean_t = torch.tensor(mean, dtype=torch.float64)
         self._scale = (1.0 / (255.0 * std_t)).to(self.device, torch.float32).view(1, -1, 1, 1)
         self._shift = (-mean_t / std_t).to(self.device, torch.float32).view(1, -1, 1, 1)
+        self.channels_last = channels_last
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     @property
