@@ -16,6 +16,13 @@ print("HEAVY", heavy, code)
 """
 
 
+def _probe(code: str, args: list[str]) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": SRC}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -28,13 +35,7 @@ print("HEAVY", heavy, code)
     ],
 )
 def test_argument_errors_import_nothing_heavy(args):
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": SRC},
-        timeout=60,
-    )
+    result = _probe(PROBE, args)
     assert "HEAVY [] 2" in result.stdout, result.stdout + result.stderr
     assert result.stderr.startswith("adprune: error: ") and len(result.stderr.strip().splitlines()) == 1
 
@@ -45,11 +46,5 @@ def test_help_imports_nothing_heavy(args):
         "code = main(sys.argv[1:])",
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": SRC},
-        timeout=60,
-    )
+    result = _probe(code, args)
     assert "HEAVY [] 0" in result.stdout and "usage: adprune" in result.stdout

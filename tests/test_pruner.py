@@ -9,16 +9,21 @@ from adprune.models import build_model
 from adprune.prune.cost import training_flops_per_sample
 
 
-def _set_live_channels(model: nn.Module, live: dict[str, int], members: dict[str, tuple[str, ...]]) -> None:
-    """Channels below `live[group]` always fire (BN outputs +1), the rest never (BN outputs -10)."""
+def _set_live_positions(model: nn.Module, live: dict[str, list[int]], members: dict[str, tuple[str, ...]]):
+    """Channels at `live[group]` always fire (BN outputs +1), the rest never (BN outputs -10)."""
     with torch.no_grad():
-        for group, count in live.items():
+        for group, positions in live.items():
             for name in members[group]:
                 module = model.get_submodule(name)
                 if isinstance(module, nn.BatchNorm2d):
                     module.weight.zero_()
                     module.bias.fill_(-10.0)
-                    module.bias[:count] = 1.0
+                    module.bias[positions] = 1.0
+
+
+def _set_live_channels(model: nn.Module, live: dict[str, int], members: dict[str, tuple[str, ...]]) -> None:
+    """The first `live[group]` channels of each group always fire, the rest never."""
+    _set_live_positions(model, {group: list(range(count)) for group, count in live.items()}, members)
 
 
 def _train_forward(model, shape=(4, 3, 32, 32)):
@@ -45,18 +50,6 @@ def test_prune_at_gives_exactly_the_planned_widths_and_keeps_outputs():
     assert line.pruned and line.params_after < line.params and line.samples == 4
     assert line.train_flops == 4 * (line.train_flops // 4) > 0
     assert pruner.events[0].widths_after == live
-
-
-def _set_live_positions(model: nn.Module, live: dict[str, list[int]], members: dict[str, tuple[str, ...]]):
-    """Channels at `live[group]` always fire (BN outputs +1), the rest never (BN outputs -10)."""
-    with torch.no_grad():
-        for group, positions in live.items():
-            for name in members[group]:
-                module = model.get_submodule(name)
-                if isinstance(module, nn.BatchNorm2d):
-                    module.weight.zero_()
-                    module.bias.fill_(-10.0)
-                    module.bias[positions] = 1.0
 
 
 def test_ranking_trigger_waits_until_the_channels_to_remove_stop_changing():
