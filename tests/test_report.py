@@ -203,3 +203,8 @@ def test_density_grid_adds_the_summary_rows_the_records_have():
     assert [label for label, _ in summary] == ["spread across layers", "share of channels < 0.02"]
     assert summary[0][1][0] == 0.1 and summary[1][1][2] == 0.25
     assert density_grid([{"epoch": 1, "density": {"a": 0.5}}], ["a"])[2] == []  # older runs: no rows
+    with_trigger = [{**records[0], "mask_change": None}, {**records[1], "mask_change": 0.125}]
+    _, _, summary = density_grid(with_trigger, ["a", "b"])
+    (label, changes) = summary[2]
+    assert label == "channels whose fate changed" and changes[2] == 0.125
+    assert changes[0] != changes[0] and changes[1] != changes[1]  # NaN: no change measured

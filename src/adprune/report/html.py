@@ -101,8 +101,9 @@ def _run_figures(run: Run, prefix: str, page: _Page) -> str:
                 f"{prefix}density.png",
                 plots.density_heatmap(layers, span, density, prunes, summary),
                 "Activation density of each layer's output per epoch (0 = all zeros, 1 = none); below "
-                "the line, the spread of the layer densities (largest minus smallest) and the share of "
-                "near-dead channels (density under 0.02).",
+                "the line, the spread of the layer densities (largest minus smallest), the share of "
+                "near-dead channels (density under 0.02) and the share of channels whose fate under "
+                "the plan changed since the epoch before (what the ranking trigger waits on).",
             ),
             page.figure(
                 f"{prefix}widths.png",

@@ -201,15 +201,17 @@ def density_grid(
     records: Sequence[dict[str, Any]], layers: Sequence[str]
 ) -> tuple[list[int], list[list[float]], list[tuple[str, list[float]]]]:
     """The heatmap's data: the epochs from the first record to the last, each layer's density per
-    epoch, and the summary rows (spread of the layer densities, share of near-dead channels) where
-    the records have them; NaN where an epoch or a value is missing."""
+    epoch, and the summary rows (spread of the layer densities, share of near-dead channels, share of
+    channels whose fate under the plan changed: the ranking trigger's signal) where the records have
+    them; NaN where an epoch or a value is missing."""
     at = {r["epoch"]: r for r in records}
     span = list(range(records[0]["epoch"], records[-1]["epoch"] + 1))
     nan = float("nan")
     density = [[at.get(e, {}).get("density", {}).get(layer, nan) for e in span] for layer in layers]
-    rows = (("density_spread", "spread across layers"), ("dead_share", "share of channels < 0.02"))
+    rows = (("density_spread", "spread across layers"), ("dead_share", "share of channels < 0.02"),
+            ("mask_change", "channels whose fate changed"))  # fmt: skip
     summary = [
-        (label, [at.get(e, {}).get(key, nan) for e in span])
+        (label, [nan if at.get(e, {}).get(key) is None else at[e][key] for e in span])
         for key, label in rows
         if any(key in r for r in records)
     ]
