@@ -105,7 +105,7 @@ class RankingTrigger:
     channels are new).
     """
 
-    def __init__(self, tol: float = 0.1, patience: int = 2) -> None:
+    def __init__(self, tol: float = 0.2, patience: int = 2) -> None:
         if not 0 < tol <= 1 or patience < 1:
             raise ValueError(f"tol must be in (0, 1] and patience >= 1, got tol={tol}, patience={patience}")
         self.tol = tol

@@ -35,7 +35,7 @@ class ADPruner:
     epoch's training forwards, decides whether to prune (at the epochs in `prune_at`, else when the
     `trigger` fires) and plans every group at `ceil(density * width)` channels (at least
     `min_channels`, rounded up to `round_to`). `trigger="ranking"` fires when the share of channels
-    whose fate under the plan changed since the epoch before stayed below `tol` (default 0.1) for
+    whose fate under the plan changed since the epoch before stayed below `tol` (default 0.2) for
     `patience` epochs; `"density"` when every group's density moved less than `tol` (default 0.02).
     A prune fades its channels out over `fade` of the next epoch (default 1; 0 cuts at once) and
     removes them at that epoch's end, when removing them changes nothing. `mode="inherit"` keeps the

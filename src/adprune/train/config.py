@@ -127,7 +127,7 @@ class TrainConfig:
     )
     tol: float | None = option(
         None,
-        help="the trigger's tolerance: share of channels whose fate changed (ranking, default 0.1) or "
+        help="the trigger's tolerance: share of channels whose fate changed (ranking, default 0.2) or "
         "density movement (density, default 0.02)",
         low=0,
         high=1,
