@@ -161,3 +161,25 @@ def test_bad_peer_method_options_are_one_line_and_exit_2(tmp_path, capsys, files
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and fragment in err[0], err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_entropy_keeps_the_channels_that_fire_about_half_the_time():
+    from adprune.prune.importance import firing_entropy
+
+    entropy = firing_entropy(torch.tensor([0.0, 0.5, 1.0, 0.11, 0.89], dtype=torch.float64))
+    assert entropy[1] == 1.0 and entropy[0] < 1e-9 and entropy[2] < 1e-9
+    assert torch.isclose(entropy[3], entropy[4]) and 0.49 < float(entropy[3]) < 0.51  # H(0.11) = 0.4999...
+    model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
+    pruner = ADPruner(model, EXAMPLE, prune_at=[], importance="entropy", min_channels=1)
+    first = pruner.groups[0]
+    densities = {g.name: torch.full((g.width,), 0.5, dtype=torch.float64) for g in pruner.groups}
+    # the first group: half its channels always on, a quarter never on, a quarter half the time
+    w = first.width  # 8
+    assert w == 8
+    densities[first.name] = torch.tensor([0.95] * 4 + [0.0] * 2 + [0.5] * 2, dtype=torch.float64)
+    before = model.get_submodule(first.name).weight.detach().clone()
+    pruner.prune(0, densities)
+    # the plan keeps ceil(0.6 * 8) = 5: the two channels firing half the time (1 bit), then three of the
+    # nearly always-on ones (0.29 bits; ties go from the highest index): 0, 1, 2; the dead ones go
+    assert pruner.events[0].widths_after[first.name] == 5
+    assert torch.equal(model.get_submodule(first.name).weight.detach(), before[[0, 1, 2, 6, 7]])

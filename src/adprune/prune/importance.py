@@ -1,6 +1,7 @@
 """Per-channel importance scores that rank which channels of a group a prune removes.
 
-`density` is ADP's own ranking (the densest channels stay); `l1` and `bn_scale` are the peer methods'
+`density` is ADP's own ranking (the densest channels stay), `entropy` ranks by the information in
+each channel's firing pattern (density nearest 0.5 stays); `l1` and `bn_scale` are the peer methods'
 rankings, computed with Torch-Pruning's importance classes: the L1 norm of each output filter of the
 group's root layer (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017) and the absolute
 BatchNorm scale (Liu et al., "Network Slimming", ICCV 2017), both without per-group normalisation so
@@ -14,6 +15,14 @@ import torch_pruning as tp
 from torch import nn
 
 from .groups import ChannelGroup, group_handle
+
+
+def firing_entropy(densities: torch.Tensor) -> torch.Tensor:
+    """Binary entropy (bits) of each channel's firing, from its density: 1 for a channel active half
+    the time, 0 for one that is never active (it passes nothing) or always active (its ReLU is the
+    identity, so it adds nothing a linear map could not)."""
+    d = densities.double().clamp(1e-12, 1 - 1e-12)
+    return -(d * torch.log2(d) + (1 - d) * torch.log2(1 - d))
 
 
 def _scorer(kind: str) -> tp.importance.Importance:

@@ -18,7 +18,7 @@ from .density import DensityMonitor
 from .events import EpochCost, PendingPrune, PruneEvent
 from .fade import ChannelFade
 from .groups import find_groups
-from .importance import weight_scores
+from .importance import firing_entropy, weight_scores
 from .modes import entry_module
 from .options import NO_OPTIMIZER, check_options, submodule
 from .plan import ConvergenceTrigger, RankingTrigger, parameter_reduction, plan_widths
@@ -308,9 +308,13 @@ class ADPruner:
         """Per-channel importance of every group under `importance` (density where a score is missing)."""
         scores = {}
         for group in self.groups:
+            density = self.channel_densities[group.name]
+            if self.importance == "entropy":
+                scores[group.name] = firing_entropy(density)
+                continue
             by_weight = self.importance != "density"
             score = weight_scores(self.graph, group, self.importance) if by_weight else None
-            scores[group.name] = score if score is not None else self.channel_densities[group.name]
+            scores[group.name] = score if score is not None else density
         return scores
 
     def _scheduled_widths(self, epoch: int) -> dict[str, int]:

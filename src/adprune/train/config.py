@@ -199,8 +199,9 @@ class TrainConfig:
     )
     importance: str = option(
         "density",
-        help="which channels a prune removes: the least dense (ADP), the smallest filter L1 norms, or the "
-        "smallest BatchNorm scales",
+        help="which channels a prune removes: the least dense (ADP), those whose firing carries the least "
+        "information (density nearest 0 or 1), the smallest filter L1 norms, or the smallest BatchNorm "
+        "scales",
         choices=IMPORTANCES,
     )
     width_schedule: dict[str, dict[str, int]] | None = option(
