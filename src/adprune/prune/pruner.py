@@ -357,6 +357,8 @@ class ADPruner:
 
     def restore_pending(self, pending: PendingPrune) -> None:
         """Make `pending` the prune in progress: its channels fade out from the next training forward."""
+        if self._fade is not None:
+            self._fade.detach()
         self.pending = pending
         self._fade = ChannelFade(self.model, self.groups, pending.remove, pending.ramp_samples, self.entry)
 
