@@ -310,10 +310,11 @@ class ADPruner:
         for group in self.groups:
             density = self.channel_densities[group.name]
             if self.importance == "entropy":
-                scores[group.name] = firing_entropy(density)
-                continue
-            by_weight = self.importance != "density"
-            score = weight_scores(self.graph, group, self.importance) if by_weight else None
+                score = firing_entropy(density)
+            elif self.importance == "density":
+                score = None
+            else:
+                score = weight_scores(self.graph, group, self.importance)
             scores[group.name] = score if score is not None else density
         return scores
 

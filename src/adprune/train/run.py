@@ -122,12 +122,8 @@ class _Trainables:
     pruner: ADPruner
 
 
-def _hardware(config: TrainConfig, device: torch.device) -> Hardware:
-    return resolve(config.round_to, config.layout, config.compile, device)
-
-
 def _trainables(
-    config: TrainConfig, model: nn.Module, example: torch.Tensor, saved: TrainingState | None
+    config: TrainConfig, model: nn.Module, example: torch.Tensor, saved: TrainingState | None, round_to: int
 ) -> _Trainables:
     """`model` at the checkpoint's widths and weights (or the initial widths), its optimizer,
     schedule and pruner; the checkpoint's optimizer, schedule and pruner state are not loaded yet."""
@@ -141,7 +137,7 @@ def _trainables(
     pruner = ADPruner(
         model, example, optimizer, prune_at=config.prune_at, trigger=config.trigger, tol=config.tol,
         patience=config.patience, min_channels=config.min_channels,
-        round_to=_hardware(config, example.device).round_to, mode=config.mode, ignore=config.ignore,
+        round_to=round_to, mode=config.mode, ignore=config.ignore,
         max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
         importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
         fade=config.fade, density_every=config.density_every,
@@ -149,9 +145,10 @@ def _trainables(
     return _Trainables(model, optimizer, scheduler, pruner)
 
 
-def _loaders(config: TrainConfig, splits: DatasetSplits, ctx: DistContext) -> tuple[BatchLoader, ...]:
+def _loaders(
+    config: TrainConfig, splits: DatasetSplits, ctx: DistContext, channels_last: bool
+) -> tuple[BatchLoader, ...]:
     """The training, test and validation loaders (the last None without a validation split)."""
-    channels_last = _hardware(config, ctx.device).channels_last
     train_loader = BatchLoader(
         splits.train_images, splits.train_labels, batch_size=config.batch_size, mean=splits.mean,
         std=splits.std, device=ctx.device, train=True, augment=splits.augment, seed=config.seed,
@@ -197,12 +194,12 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
     )  # fmt: skip
     out = _prepare_out(config, ctx, resume)
     example = torch.zeros(2, *splits.input_shape, device=ctx.device)
-    saved, parts = _newest_restorable(config, splits, ctx, example, log) if resume else (None, None)
+    hardware = resolve(config.round_to, config.layout, config.compile, ctx.device)
+    saved, parts = _newest_restorable(config, splits, ctx, example, hardware, log) if resume else (None, None)
     if parts is None:
-        parts = _trainables(config, _model(config, splits, ctx), example, None)
-    hardware = _hardware(config, ctx.device)
+        parts = _trainables(config, _model(config, splits, ctx), example, None, hardware.round_to)
     apply_layout(parts.model, parts.optimizer, hardware)
-    train_loader, test_loader, val_loader = _loaders(config, splits, ctx)
+    train_loader, test_loader, val_loader = _loaders(config, splits, ctx, hardware.channels_last)
     run = Run(
         config, ctx, splits, out, parts.model, training_module(parts.model, ctx.wrap, hardware),
         parts.optimizer, parts.scheduler,
@@ -227,13 +224,18 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
 
 
 def _restored(
-    config: TrainConfig, splits: DatasetSplits, ctx: DistContext, example: torch.Tensor, saved: TrainingState
+    config: TrainConfig,
+    splits: DatasetSplits,
+    ctx: DistContext,
+    example: torch.Tensor,
+    saved: TrainingState,
+    hardware: Hardware,
 ) -> _Trainables:
     """A fresh model shrunk to the checkpoint's widths with its weights, and the optimizer, schedule,
     pruner and RNG states it saved. AdpruneError naming the checkpoint when anything in it does not
     fit (a width the weights do not have, an optimizer entry for a parameter that does not exist)."""
     try:
-        parts = _trainables(config, _model(config, splits, ctx), example, saved)
+        parts = _trainables(config, _model(config, splits, ctx), example, saved, hardware.round_to)
         load_optimizer_tensors(parts.optimizer, parts.model, saved.optimizer, saved.state["optimizer_groups"])
         parts.scheduler.load_state_dict(saved.state["scheduler"])
         parts.pruner.load_state_dict(saved.state["pruner"])
@@ -257,7 +259,12 @@ def _why(exc: Exception) -> str:
 
 
 def _newest_restorable(
-    config: TrainConfig, splits: DatasetSplits, ctx: DistContext, example: torch.Tensor, log
+    config: TrainConfig,
+    splits: DatasetSplits,
+    ctx: DistContext,
+    example: torch.Tensor,
+    hardware: Hardware,
+    log: Callable[[str], None],
 ) -> tuple[TrainingState | None, _Trainables | None]:
     """The newest checkpoint of the run that restores completely, and what it restores; falls back past
     damaged ones (each reported through `log`, left on disk). (None, None) when the run has no
@@ -266,7 +273,7 @@ def _newest_restorable(
     for path in checkpoint_dirs(config.out):
         try:
             saved = read_checkpoint(path)
-            return saved, _restored(config, splits, ctx, example, saved)
+            return saved, _restored(config, splits, ctx, example, saved, hardware)
         except AdpruneError as exc:
             log(f"warning: {exc}; trying the one before")
             damaged.append(path.name)
@@ -298,7 +305,7 @@ def roll_back(run: Run, epoch: int) -> int:
     since are spent. The metrics of the epochs after `epoch` are dropped from `metrics.jsonl`.
     Returns the run's training FLOPs total at that checkpoint."""
     saved = read_training_state(run.out, epoch)
-    parts = _restored(run.config, run.splits, run.ctx, run.example, saved)
+    parts = _restored(run.config, run.splits, run.ctx, run.example, saved, run.hardware)
     run.model, run.optimizer, run.scheduler = parts.model, parts.optimizer, parts.scheduler
     run.pruner = parts.pruner
     run.pruner.finished = True
