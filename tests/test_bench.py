@@ -13,10 +13,6 @@ from adprune.bench.table import ENERGY_ESTIMATE_NOTE, estimated_energy_j
 from adprune.cli import main
 from adprune.train.config import TrainConfig
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(
-    not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
-)
 TRAIN = {
     "model": "vgg11", "width": 0.125, "dataset": "fashion-mnist", "subset": 256, "epochs": 2,
     "batch_size": 64, "eval_batch_size": 1000, "prune_at": [1], "max_prunes": 1, "device": "cpu", "fade": 0.0,

@@ -21,10 +21,6 @@ from adprune.train.config import TrainConfig
 from adprune.train.loop import train
 
 BENCH = Path(__file__).parents[1] / "bench"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(
-    not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
-)
 RESULT_FIELDS = {"device", "cpu", "threads", "torch", "rows"}
 
 
@@ -81,7 +77,6 @@ def tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "dense", root / "adp"
 
 
-@needs_fashion
 def test_realised_speedup_reports_consistent_ratios(tiny_runs, tmp_path):
     dense_dir, pruned_dir = tiny_runs
     out = tmp_path / "speedup.json"
@@ -119,7 +114,6 @@ def test_realised_speedup_reports_consistent_ratios(tiny_runs, tmp_path):
     assert round8["macs"] >= macs[1] and round8["params"] >= result["pruned_params"]
 
 
-@needs_fashion
 @pytest.mark.parametrize("missing", ["dense", "pruned"])
 def test_realised_speedup_bad_run_dir_is_one_line_and_exit_2(tiny_runs, tmp_path, capsys, missing):
     dirs = {"dense": str(tiny_runs[0]), "pruned": str(tiny_runs[1]), missing: str(tmp_path / "nothing")}
@@ -140,7 +134,6 @@ def test_monitor_overhead_measures_three_arms_in_one_process():
     assert set(arms) == {"plain", "full", "sampled"} and all(s > 0 for s in arms.values())
 
 
-@needs_fashion
 def test_monitor_sampling_error_compares_the_sampled_count_with_the_full_one():
     error = _script("monitor_overhead").sampling_error(
         "vgg11", "fashion-mnist", 6, 16, 0.125, 3, torch.device("cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import pickle
 import re
@@ -12,42 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_data import write_mnist_dir
 from PIL import Image
 
 from adprune.errors import AdpruneError
 from adprune.train.data import Augment, BatchLoader, crop_flip, dataset_names, default_data_dir, load_dataset
 from adprune.train.data import idx as data
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
 # --------------------------------------------------------------------------------------------------
 # File writers in the real formats
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
-    """An IDX file of unsigned bytes (magic 0x08, ndim), gzipped when `compress`."""
-    payload = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    if compress:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(payload))
-    else:
-        path.write_bytes(payload)
-
-
-def mnist_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
-
-
-def write_mnist_dir(directory: Path, compress: bool = True) -> dict[str, np.ndarray]:
-    directory.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = mnist_like(5, seed=1)
-    test_x, test_y = mnist_like(3, seed=2)
-    write_idx(directory / "train-images-idx3-ubyte", train_x, compress)
-    write_idx(directory / "train-labels-idx1-ubyte", train_y, compress)
-    write_idx(directory / "t10k-images-idx3-ubyte", test_x, compress)
-    write_idx(directory / "t10k-labels-idx1-ubyte", test_y, compress)
-    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
 def cifar_rows(n: int, seed: int) -> np.ndarray:
@@ -235,16 +207,6 @@ def test_image_size_resizes_and_scales_the_crop(tmp_path):
     splits = load_dataset("mnist", tmp_path, image_size=64)
     assert splits.input_shape == (1, 64, 64) and splits.test_images.shape == (3, 1, 64, 64)
     assert splits.augment == Augment(crop_padding=4, hflip=False)
-
-
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian fashion-mnist package not installed")
-def test_real_debian_fashion_mnist(tmp_path):
-    splits = load_dataset("fashion-mnist", tmp_path / "empty")
-    assert splits.train_images.shape == (60000, 1, 32, 32) and splits.train_labels.shape == (60000,)
-    assert splits.test_images.shape == (10000, 1, 32, 32) and splits.test_labels.shape == (10000,)
-    assert splits.num_classes == 10 and splits.input_shape == (1, 32, 32)
-    assert set(splits.train_labels.unique().tolist()) == set(range(10))
-    assert 0.2 < splits.mean[0] < 0.3 and 0.3 < splits.std[0] < 0.4
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,10 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 TRAIN = [
     "-m", "adprune", "train", "--model", "vgg11", "--width", "0.125", "--subset", "256",
     "--epochs", "3", "--prune-at", "1", "--batch-size", "64", "--lr", "0.02", "--device", "cpu",

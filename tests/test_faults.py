@@ -9,10 +9,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 SRC = str(Path(__file__).parents[1] / "src")
 TRAIN = [
     "train", "--model", "vgg11", "--width", "0.125", "--subset", "256", "--epochs", "3", "--batch-size", "64",

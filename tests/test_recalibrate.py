@@ -2,9 +2,7 @@
 given batches, with weights, modes and momenta untouched and the density monitor not counting."""
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
@@ -12,8 +10,6 @@ from adprune import ADPruner
 from adprune.prune.recalibrate import recalibrate_batchnorm
 from adprune.train.config import TrainConfig
 from adprune.train.loop import train
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def test_running_statistics_become_the_average_over_the_batches():
@@ -52,7 +48,6 @@ def test_the_monitor_counts_nothing_while_paused():
     assert pruner.monitor.samples_seen == 0 and pruner.monitor.read() == {}
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_training_recalibrates_after_a_fade_and_charges_its_forwards(tmp_path):
     out = tmp_path / "run"
     config = TrainConfig(out=str(out), model="vgg11", width=0.125, subset=256, epochs=3, batch_size=64,

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 SRC = str(Path(__file__).parents[1] / "src")
 TRAIN = [
     "train", "--model", "vgg11", "--width", "0.125", "--subset", "384", "--epochs", "4", "--prune-at", "2",

@@ -13,9 +13,6 @@ from adprune.train.config import TrainConfig
 from adprune.train.guard import PruneGuard
 from adprune.train.loop import train
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
-
 
 def _config(out: Path, max_drop: float) -> TrainConfig:
     return TrainConfig(

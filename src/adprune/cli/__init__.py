@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import AdpruneError
 from . import bench, compare, export, report, train
 
@@ -33,6 +34,7 @@ def _one_line(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The full `adprune` argument parser."""
     parser = _OneLineParser(prog="adprune", description="Activation-density pruning in training.")
+    parser.add_argument("--version", action="version", version=f"adprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     for command in (train, compare, report, export, bench):
         command.add_parser(sub)

@@ -15,17 +15,26 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
-    """Create `out` (and parents) for a new run and check it can be written.
+def refuse_used_run_dir(out: str | Path, *, overwrite: bool) -> None:
+    """Raise AdpruneError when `out` is a file, or a non-empty directory without `overwrite`.
 
-    An existing non-empty directory is refused unless `overwrite`; then the files of the earlier
-    run are removed (only those, anything else in the directory stays).
+    Reads only: run it before anything slow (reading a dataset) so a used `--out` is refused at once.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AdpruneError(f"--out {out} is a file, not a directory: choose another --out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise AdpruneError(f"--out {out} exists and is not empty: choose another --out or pass --overwrite")
+
+
+def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """Create `out` (and parents) for a new run and check it can be written.
+
+    An existing non-empty directory is refused unless `overwrite` (`refuse_used_run_dir`); then the
+    files of the earlier run are removed (only those, anything else in the directory stays).
+    """
+    out = Path(out)
+    refuse_used_run_dir(out, overwrite=overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".adprune-write-test"

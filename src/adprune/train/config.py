@@ -133,12 +133,12 @@ class TrainConfig:
         high=1,
         low_open=True,
     )
-    patience: int = option(2, help="... for this many epochs in a row", low=1, high=MAX_EPOCHS)
+    patience: int = option(1, help="... for this many epochs in a row", low=1, high=MAX_EPOCHS)
     min_channels: int = option(4, help="no layer narrower than this", low=1)
     round_to: int | None = option(
         None, help="round widths up to a multiple of this (default: what the device runs fastest, 8)", low=1
     )
-    max_prunes: int = option(3, help="at most this many prunes", low=0)
+    max_prunes: int = option(2, help="at most this many prunes", low=0)
     min_reduction: float = option(
         0.05,
         help="stop pruning after a prune that removed less than this share of the parameters",

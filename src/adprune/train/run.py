@@ -27,7 +27,7 @@ from ..runs.checkpoints import (
     read_training_state,
     restore_rng,
 )
-from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir
+from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir, refuse_used_run_dir
 from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits, first_samples, load_dataset
 from .distributed import DistContext, init_distributed, resolve_device
@@ -79,18 +79,26 @@ def _check_model_options(config: TrainConfig) -> None:
             )
 
 
-def _prepare_out(config: TrainConfig, ctx: DistContext, resume: bool) -> Path:
-    """The run directory, made ready by rank 0 only; every rank fails if rank 0 could not."""
-    out, error = Path(config.out), None
-    if ctx.is_main and not resume:
+def _on_main_rank(ctx: DistContext, step: Callable[[], object], what: str) -> None:
+    """Run `step` on rank 0 only; when it raised AdpruneError there, every rank raises (no rank waits)."""
+    error = None
+    if ctx.is_main:
         try:
-            prepare_run_dir(out, overwrite=config.overwrite)
-            atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config))
+            step()
         except AdpruneError as exc:
             error = exc
     if not ctx.all_ok(error is None):
-        raise error or AdpruneError("rank 0 could not prepare --out; see its message")
-    return out
+        raise error or AdpruneError(f"rank 0 could not {what}; see its message")
+
+
+def _prepare_out(config: TrainConfig, ctx: DistContext) -> None:
+    """Make the run directory of a new run ready and write its config.json (rank 0 only)."""
+
+    def prepare() -> None:
+        prepare_run_dir(config.out, overwrite=config.overwrite)
+        atomic_write_json(Path(config.out) / CONFIG_FILE, dataclasses.asdict(config))
+
+    _on_main_rank(ctx, prepare, "prepare --out")
 
 
 def _open_tensorboard(config: TrainConfig, out: Path, ctx: DistContext):
@@ -188,11 +196,15 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         raise AdpruneError(
             f"--batch-size {config.batch_size} must be divisible by the {ctx.world_size} processes"
         )
+    out = Path(config.out)
+    if not resume:  # a used --out is refused before the dataset is read, and created only after
+        _on_main_rank(ctx, lambda: refuse_used_run_dir(out, overwrite=config.overwrite), "use --out")
     splits = load_dataset(
         config.dataset, config.data_dir, download=config.download, subset=config.subset,
         image_size=config.image_size, val=config.val_split,
     )  # fmt: skip
-    out = _prepare_out(config, ctx, resume)
+    if not resume:
+        _prepare_out(config, ctx)
     example = torch.zeros(2, *splits.input_shape, device=ctx.device)
     hardware = resolve(config.round_to, config.layout, config.compile, ctx.device)
     saved, parts = _newest_restorable(config, splits, ctx, example, hardware, log) if resume else (None, None)
