@@ -36,8 +36,8 @@ demo: install data
 		--title "Fashion-MNIST (first 15000 training images, full test set), VGG-11 at width 0.5, 20 epochs, CPU: dense vs ADP"
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
+	$(BIN)/ruff format --check src tests bench examples scripts
 
 # One thread per process: the tests start several processes at once on small machines.
 test: lint

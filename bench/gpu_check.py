@@ -35,6 +35,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from fake_data import write_cifar10_like  # noqa: E402  (the generator the test suite uses)
 
 NO_GPU = 3
+NO_GPU_MESSAGE = "no CUDA GPU is present here: nothing measured (--dry-run runs the steps on the CPU)"
+SUMMARY_KEYS = ("test_acc", "params_initial", "params", "macs", "train_flops_total", "energy_j",
+                "energy_source", "energy_unavailable")  # fmt: skip
 # (model, width, train images, test images, batch size, timed steps) for a real and a dry run
 SIZES = {False: ("vgg19", 1.0, 10_000, 2_000, 128, 30), True: ("vgg11", 0.125, 256, 64, 32, 2)}
 
@@ -60,8 +63,7 @@ def _train(data: Path, out: Path, device: str, dry_run: bool, *extra: str) -> di
     summary = json.loads((out / "summary.json").read_text())
     step["seconds_per_epoch"] = [round(sum(e["wall_s"].values()), 3) for e in epochs]
     step["train_seconds_per_epoch"] = [e["wall_s"]["train"] for e in epochs]
-    step.update({k: summary.get(k) for k in ("test_acc", "params_initial", "params", "macs", "train_flops_total",
-                                             "energy_j", "energy_source", "energy_unavailable")})  # fmt: skip
+    step.update({key: summary.get(key) for key in SUMMARY_KEYS})
     return step
 
 
@@ -79,7 +81,9 @@ def check(dry_run: bool, out: Path) -> int:
         root = Path(tmp)
         data = write_cifar10_like(root / "data", train_images, test_images)
         runs = {"dense": ("--prune", "none"), "adp": ("--prune-at", "1", "--fade", "0")}
-        result["train"] = {name: _train(data, root / name, device, dry_run, *args) for name, args in runs.items()}
+        result["train"] = {
+            name: _train(data, root / name, device, dry_run, *args) for name, args in runs.items()
+        }
         speedup_json = root / "speedup.json"
         speedup = _run([sys.executable, "bench/realised_speedup.py", "--dense", str(root / "dense"),
                         "--pruned", str(root / "adp"), "--round-to", "1,8,16", "--steps", str(steps),
@@ -94,7 +98,8 @@ def check(dry_run: bool, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_result(out, result)
     for step in steps_run:
-        print(f"{'ok  ' if step['returncode'] == 0 else 'FAIL'} {step['seconds']:7.1f} s  {step['command'][:100]}")
+        verdict = "ok  " if step["returncode"] == 0 else "FAIL"
+        print(f"{verdict} {step['seconds']:7.1f} s  {step['command'][:100]}")
     print(f"gpu check {'passed' if result['passed'] else 'FAILED'} in {result['wall_s']} s: {out}")
     return 0 if result["passed"] else 1
 
@@ -106,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "gpu" / "gpu-check.json"))
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
-        print("gpu-check: no CUDA GPU is present here: nothing measured (--dry-run runs the steps on the CPU)",
-              file=sys.stderr)  # fmt: skip
+        print(f"gpu-check: {NO_GPU_MESSAGE}", file=sys.stderr)
         return NO_GPU
     return check(args.dry_run, Path(args.out))
 
