@@ -35,6 +35,7 @@ from adprune.prune.cost import count_parameters
 from adprune.prune.density import DensityMonitor
 from adprune.prune.groups import ChannelGroup, Probe
 from adprune.prune.pruner import ADPruner
+from adprune.prune.widths import DensityPlan
 from adprune.train.data import BatchLoader, load_dataset
 
 RESULTS = Path(__file__).parent / "results"
@@ -83,7 +84,9 @@ def run_rule(rule: str, seed: int, data, args: argparse.Namespace) -> dict[str, 
         model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    pruner = ADPruner(model, torch.zeros(2, 1, 32, 32), optimizer, prune_at=[], min_channels=4)
+    pruner = ADPruner(
+        model, torch.zeros(2, 1, 32, 32), optimizer, trigger=[], widths=DensityPlan(min_channels=4)
+    )
     monitor = DensityMonitor(model, rule_groups(rule, pruner))
     train = BatchLoader(data.train_images, data.train_labels, batch_size=128, mean=data.mean, std=data.std,
                         train=True, augment=data.augment, seed=seed, drop_last=True)  # fmt: skip

@@ -24,8 +24,8 @@ from torch import nn
 from adprune.models import build_model
 from adprune.prune.density import DensityMonitor
 from adprune.prune.groups import find_groups
-from adprune.prune.plan import plan_widths
 from adprune.prune.tp_compat import build_graph
+from adprune.prune.widths import plan_widths
 from adprune.train.data import BatchLoader, load_dataset
 
 RESULTS = Path(__file__).parent / "results"

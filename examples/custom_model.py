@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
         return images, (images.mean((2, 3)) @ teacher).argmax(1)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    pruner = adprune.ADPruner(
-        model, torch.zeros(2, 3, 16, 16), optimizer, prune_at=args.prune_at, min_channels=2
-    )
+    widths = adprune.DensityPlan(min_channels=2)
+    example = torch.zeros(2, 3, 16, 16)
+    pruner = adprune.ADPruner(model, example, optimizer, trigger=args.prune_at, widths=widths)
     params_before, widths_before = sum(p.numel() for p in model.parameters()), pruner.widths
     print(f"groups and widths before: {widths_before}  ({params_before:,} parameters)")
     for group in pruner.groups:  # the residual add couples the stem with res_b: one group, one width
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
             loss = F.cross_entropy(model(images), labels)
             loss.backward()
             optimizer.step()
-        model, optimizer = pruner.epoch_end(epoch, last=epoch == args.epochs - 1)
+        pruner.epoch_end(epoch, last=epoch == args.epochs - 1)
         density = " ".join(f"{name}={d:.2f}" for name, d in pruner.densities.items())
         print(f"epoch {epoch}  loss {loss.item():.3f}  densities {density}")
         if pruner.ledger[-1].decided:

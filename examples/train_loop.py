@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
     example_input = data.train_images[:2].float().to(args.device)  # any batch shaped like the inputs
 
     # -- the adprune lines ------------------------------------------------------------------------
-    pruner = adprune.ADPruner(model, example_input, optimizer, prune_at=prune_at)
+    pruner = adprune.ADPruner(model, example_input, optimizer, trigger=prune_at)
     params = [sum(p.numel() for p in model.parameters())]
     history: dict[str, list] = {"params": params, "test_acc": [], "density": [], "widths": []}
     print(f"{args.model} x{args.width}: {params[0]:,} parameters, {len(pruner.widths)} channel groups")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, train)  # the monitor counts here
         test_acc = evaluate(model, test)  # eval-mode forwards are not counted
-        model, optimizer = pruner.epoch_end(epoch, last=epoch == args.epochs - 1)  # may shrink, remap
+        pruner.epoch_end(epoch, last=epoch == args.epochs - 1)  # may shrink model and optimizer in place
         scheduler.step()  # the schedule goes on: the optimizer object is the same one
         # -----------------------------------------------------------------------------------------
         density = sum(pruner.densities.values()) / len(pruner.densities)

@@ -13,6 +13,7 @@ from torch import nn
 
 from adprune import AdpruneError, ADPruner, plan_width
 from adprune.models import build_model
+from adprune.prune.widths import DensityPlan
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MIN_CHANNELS = 4
@@ -79,7 +80,13 @@ ARCHITECTURES = [
 def test_architecture_prunes_to_the_plan_and_trains_on(name, size, skip_reasons):
     model = _build(name, size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pruner = ADPruner(model, torch.zeros(2, 3, size, size), optimizer, prune_at=[], min_channels=MIN_CHANNELS)
+    pruner = ADPruner(
+        model,
+        torch.zeros(2, 3, size, size),
+        optimizer,
+        trigger=[],
+        widths=DensityPlan(min_channels=MIN_CHANNELS),
+    )
     _train_steps(model, optimizer, size)
 
     if not skip_reasons:
@@ -180,7 +187,7 @@ class HardCodedWidth(nn.Module):
 
 def test_channel_shuffle_groups_are_skipped_and_branch_groups_pruned():
     model = ChannelShuffle()
-    pruner = ADPruner(model, torch.zeros(2, 3, 8, 8), min_channels=1)
+    pruner = ADPruner(model, torch.zeros(2, 3, 8, 8), widths=DensityPlan(min_channels=1))
     assert set(pruner.widths) == {"branch_in"}
     assert all("channel shuffle" in reason for reason in pruner.skipped.values())
     assert "branch_out" in pruner.skipped
@@ -191,7 +198,7 @@ def test_channel_shuffle_groups_are_skipped_and_branch_groups_pruned():
 
 def test_trial_prune_skips_a_group_the_forward_cannot_take():
     model = HardCodedWidth()
-    pruner = ADPruner(model, torch.zeros(2, 3, 4, 4), min_channels=1)
+    pruner = ADPruner(model, torch.zeros(2, 3, 4, 4), widths=DensityPlan(min_channels=1))
     assert set(pruner.widths) == {"conv1"}
     assert "breaks the model" in pruner.skipped["conv2"]
     pruner.prune(0, {"conv1": torch.tensor([0.0, 1.0] * 4)})
@@ -262,7 +269,7 @@ class GroupedBranch(nn.Module):
 
 def test_a_grouped_conv_in_one_concatenated_branch_ties_only_its_own_channels():
     model = GroupedBranch().eval()
-    pruner = ADPruner(model, torch.zeros(2, 3, 8, 8), prune_at=[], min_channels=1)
+    pruner = ADPruner(model, torch.zeros(2, 3, 8, 8), trigger=[], widths=DensityPlan(min_channels=1))
     (group,) = [g for g in pruner.groups if "b" in g.members]
     assert pruner.skipped == {} and group.blocks == 1 and group.width == 16
     # b's channel j is group channel 8 + j; its conv groups are {0,1}, {2,3}, {4,5}, {6,7}

@@ -61,9 +61,8 @@ def test_train_writes_a_complete_run_directory(pruned_run):
     ]
     assert records[1]["params"] == records[0]["params"] == records[0]["params_after"]
     assert records[2]["params"] < records[1]["params"] and records[2]["macs"] < records[1]["macs"]
-    # plus the forwards that re-estimated BatchNorm after the fade: all 8 batches of 128 (10 asked)
-    recalibration = 8 * 128 * 2 * records[1]["macs"]
-    assert records[2]["train_flops_total"] == sum(r["train_flops"] for r in records) + recalibration
+    # BatchNorm is re-estimated inside the fade epoch's own training batches: no extra forwards
+    assert records[2]["train_flops_total"] == sum(r["train_flops"] for r in records)
     assert records[2]["widths"] == records[1]["widths_after"] != records[1]["widths"] == records[0]["widths"]
     config = json.loads((pruned_run / "config.json").read_text())
     assert config["prune_at"] == [1] and config["subset"] == 1024

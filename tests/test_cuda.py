@@ -8,7 +8,7 @@ import torch
 
 from adprune import ADPruner
 from adprune.models import build_model
-from adprune.prune.cost import EnergyMeter
+from adprune.train.energy import EnergyMeter
 
 pytestmark = [
     pytest.mark.cuda,
@@ -29,7 +29,7 @@ def _pruned_on(device: torch.device) -> tuple[ADPruner, torch.nn.Module, torch.o
     torch.manual_seed(0)
     model = build_model("vgg11", in_channels=3, num_classes=10, width=0.25).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32, device=device), optimizer, prune_at=[1], fade=0)
+    pruner = ADPruner(model, torch.zeros(2, 3, 32, 32, device=device), optimizer, trigger=[1], fade=0)
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
     _train_step(model, optimizer, x)
     pruner.epoch_end(1)

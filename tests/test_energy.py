@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adprune.prune.cost import EnergyMeter
+from adprune.train.energy import EnergyMeter
 
 
 def _fake_nvml(readings_mj: list[int], fail: Exception | None = None) -> types.ModuleType:

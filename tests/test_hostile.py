@@ -25,6 +25,7 @@ import adprune
 from adprune.cli import main
 from adprune.errors import AdpruneError
 from adprune.models import build_model
+from adprune.prune.widths import DensityPlan
 from adprune.runs import model_files as checkpoint
 from adprune.train.config import TrainConfig
 from adprune.train.config_file import validate_config
@@ -276,7 +277,9 @@ def test_nan_density_keeps_the_full_width():
 @pytest.mark.parametrize("how", ["argument", "attributes"])
 def test_nan_densities_keep_their_groups_whole_through_the_pruner(how):
     model = build_model("vgg11", in_channels=3, num_classes=2, width=0.125)
-    pruner = adprune.ADPruner(model, torch.zeros(2, 3, 32, 32), min_channels=1, check=False)
+    pruner = adprune.ADPruner(
+        model, torch.zeros(2, 3, 32, 32), widths=DensityPlan(min_channels=1), check=False
+    )
     before = pruner.widths
     diverged, partly, *rest = before
     densities = {name: torch.full((width,), 0.25) for name, width in before.items()}

@@ -15,6 +15,7 @@ pl = pytest.importorskip("lightning.pytorch")
 
 from adprune import AdpruneError  # noqa: E402
 from adprune.lightning import ADPruneCallback, shrink_to_checkpoint  # noqa: E402
+from adprune.prune.widths import DensityPlan  # noqa: E402
 
 
 class TinyNet(pl.LightningModule):
@@ -74,7 +75,7 @@ def _trainer(tmp_path, callback, logger=True):
 def test_callback_prunes_in_fit_and_training_goes_on(tmp_path):
     module = TinyNet()
     params_before = sum(p.numel() for p in module.parameters())
-    callback = ADPruneCallback(prune_at=[0], min_channels=2)
+    callback = ADPruneCallback(trigger=[0], widths=DensityPlan(min_channels=2))
     trainer = _trainer(tmp_path, callback)
     trainer.fit(module)
 
@@ -112,7 +113,7 @@ def test_callback_prunes_in_fit_and_training_goes_on(tmp_path):
 def test_example_input_argument_and_no_logger(tmp_path):
     module = TinyNet()
     module.example_input_array = None
-    callback = ADPruneCallback(torch.zeros(2, 3, 8, 8), prune_at=[0], log_groups=False, check=False)
+    callback = ADPruneCallback(torch.zeros(2, 3, 8, 8), trigger=[0], log_groups=False, check=False)
     _trainer(tmp_path, callback, logger=False).fit(module)
     assert [e.epoch for e in callback.pruner.events] == [1]
 
@@ -165,7 +166,7 @@ def _checkpointing_trainer(tmp_path, callback, max_epochs):
 def test_a_pruned_checkpoint_loads_into_a_fresh_module_and_resumes_pruning(tmp_path):
     torch.manual_seed(0)
     module = ReloadableNet()
-    first = ADPruneCallback(prune_at=[0, 2], min_channels=2)
+    first = ADPruneCallback(trigger=[0, 2], widths=DensityPlan(min_channels=2))
     trainer = _checkpointing_trainer(tmp_path, first, max_epochs=2)  # stops before the second prune
     trainer.fit(module)
     path = trainer.checkpoint_callback.best_model_path
@@ -178,7 +179,7 @@ def test_a_pruned_checkpoint_loads_into_a_fresh_module_and_resumes_pruning(tmp_p
     with torch.no_grad():
         assert torch.equal(loaded(x), module(x))
 
-    second = ADPruneCallback(prune_at=[0, 2], min_channels=2)
+    second = ADPruneCallback(trigger=[0, 2], widths=DensityPlan(min_channels=2))
     resumed = ReloadableNet()
     _checkpointing_trainer(tmp_path / "resumed", second, max_epochs=5).fit(resumed, ckpt_path=path)
     events = second.pruner.events
@@ -199,6 +200,7 @@ import lightning.pytorch as pl
 sys.path.insert(0, {tests!r})
 from test_lightning import TinyNet
 from adprune.lightning import ADPruneCallback
+from adprune.prune.widths import DensityPlan
 
 class Logged(TinyNet):
     def on_train_epoch_end(self):
@@ -209,7 +211,7 @@ class Logged(TinyNet):
             f.write(json.dumps(record) + "\\n")
 
 torch.manual_seed(0)
-callback = ADPruneCallback(prune_at=[0], min_channels=2)
+callback = ADPruneCallback(trigger=[0], widths=DensityPlan(min_channels=2))
 trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp", devices=2, logger=False,
                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                      callbacks=[callback])

@@ -18,6 +18,7 @@ from adprune.prune.importance import weight_scores
 from adprune.prune.surgery import shrink_to_widths
 from adprune.prune.targets import fit_widths, parameters_at, ranked_widths, uniform_widths
 from adprune.prune.tp_compat import build_graph
+from adprune.prune.widths import DensityPlan, ParameterTarget, WidthSchedule
 
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 
@@ -89,7 +90,9 @@ def test_weight_scores_read_filter_l1_norms_and_batchnorm_scales():
 
 def test_l1_importance_removes_the_filters_with_the_smallest_norms():
     model = _vgg()
-    pruner = ADPruner(model, EXAMPLE, prune_at=[1], importance="l1", min_channels=1, fade=0)
+    pruner = ADPruner(
+        model, EXAMPLE, trigger=[1], widths=DensityPlan(min_channels=1), importance="l1", fade=0
+    )
     first = pruner.groups[0]
     conv = model.get_submodule(first.name)
     with torch.no_grad():
@@ -109,7 +112,7 @@ def test_a_width_schedule_sets_exact_widths_then_stops():
     dense = _group_widths(model)
     names = list(dense)
     first, last = names[0], names[-1]
-    pruner = ADPruner(model, EXAMPLE, schedule={2: {first: 3, last: 5}}, max_prunes=1, fade=0)
+    pruner = ADPruner(model, EXAMPLE, widths=WidthSchedule({2: {first: 3, last: 5}}), max_prunes=1, fade=0)
     for epoch in (1, 2):
         _train_forward(model)
         pruner.epoch_end(epoch)
@@ -121,15 +124,17 @@ def test_a_width_schedule_that_cannot_work_is_refused_at_once():
     model = _vgg()
     name, width = next(iter(_group_widths(model).items()))
     with pytest.raises(AdpruneError, match=f"{width + 1} channels in '{name}' at epoch 1, but the group has"):
-        ADPruner(model, EXAMPLE, schedule={1: {name: width + 1}})
+        ADPruner(model, EXAMPLE, widths=WidthSchedule({1: {name: width + 1}}))
     with pytest.raises(AdpruneError, match="'nothing' at epoch 3, but the group does not exist"):
-        ADPruner(model, EXAMPLE, schedule={3: {"nothing": 1}})
+        ADPruner(model, EXAMPLE, widths=WidthSchedule({3: {"nothing": 1}}))
 
 
 def test_a_parameter_target_is_met_by_one_global_ranking():
     model = _vgg(0.25)
     target = count_parameters(model) // 10
-    pruner = ADPruner(model, EXAMPLE, prune_at=[1], importance="bn_scale", target_params=target, fade=0)
+    pruner = ADPruner(
+        model, EXAMPLE, trigger=[1], widths=ParameterTarget(target), importance="bn_scale", fade=0
+    )
     _train_forward(model)
     pruner.epoch_end(1)
     got = pruner.events[0].params_after
@@ -170,7 +175,7 @@ def test_entropy_keeps_the_channels_that_fire_about_half_the_time():
     assert entropy[1] == 1.0 and entropy[0] < 1e-9 and entropy[2] < 1e-9
     assert torch.isclose(entropy[3], entropy[4]) and 0.49 < float(entropy[3]) < 0.51  # H(0.11) = 0.4999...
     model = build_model("vgg11", in_channels=3, num_classes=10, width=0.125)
-    pruner = ADPruner(model, EXAMPLE, prune_at=[], importance="entropy", min_channels=1)
+    pruner = ADPruner(model, EXAMPLE, trigger=[], widths=DensityPlan(min_channels=1), importance="entropy")
     first = pruner.groups[0]
     densities = {g.name: torch.full((g.width,), 0.5, dtype=torch.float64) for g in pruner.groups}
     # the first group: half its channels always on, a quarter never on, a quarter half the time

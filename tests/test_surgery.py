@@ -6,7 +6,8 @@ from torch import nn
 
 from adprune.models import build_model
 from adprune.prune.groups import find_groups
-from adprune.prune.surgery import channels_to_remove, prune_groups
+from adprune.prune.selection import channels_to_remove
+from adprune.prune.surgery import prune_groups
 from adprune.prune.tp_compat import build_graph
 
 
@@ -172,7 +173,7 @@ def test_grouped_conv_keeps_its_groups_after_pruning():
 
 
 def test_units_go_whole_lowest_mean_first_and_a_tied_layer_keeps_one():
-    from adprune.prune.blocks import units_to_remove
+    from adprune.prune.selection import units_to_remove
 
     scores = [0.5, 0.1, 0.1, 0.9, 0.2, 0.2]
     units = [(0,), (1, 2), (3,), (4, 5)]

@@ -2,7 +2,7 @@
 
 Packages, from the method outwards (imports only flow towards the method; ARCHITECTURE.md has the map):
 
-- `adprune.prune`: the method (channel groups, density, plan, surgery, cost, `ADPruner`);
+- `adprune.prune`: the method (groups, density, triggers, widths, importance, selection, surgery, `ADPruner`);
 - `adprune.models`: the model registry (CIFAR VGG/ResNet, torchvision classifiers);
 - `adprune.runs`: run files (run directory, model files, checkpoints, export, atomic writes);
 - `adprune.train`: the training harness (options, data, loop, resume, DDP);
@@ -23,23 +23,21 @@ from .errors import AdpruneError
 
 _LAZY = {
     "ADPruner": "adprune.prune.pruner",
-    "ConvergenceTrigger": "adprune.prune.plan",
+    "ConvergenceTrigger": "adprune.prune.triggers",
     "DensityMonitor": "adprune.prune.density",
+    "DensityPlan": "adprune.prune.widths",
+    "FixedEpochs": "adprune.prune.triggers",
+    "ParameterTarget": "adprune.prune.widths",
+    "RankingTrigger": "adprune.prune.triggers",
+    "WidthSchedule": "adprune.prune.widths",
     "load": "adprune.runs.model_files",
-    "plan_width": "adprune.prune.plan",
-    "plan_widths": "adprune.prune.plan",
+    "plan_width": "adprune.prune.widths",
+    "plan_widths": "adprune.prune.widths",
+    "recalibrate_batchnorm": "adprune.prune.recalibrate",
 }
 
-__all__ = [
-    "ADPruner",
-    "AdpruneError",
-    "ConvergenceTrigger",
-    "DensityMonitor",
-    "load",
-    "plan_width",
-    "plan_widths",
-]
-__version__ = "0.1.0"
+__all__ = ["AdpruneError", *_LAZY]
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
     from adprune.lightning import ADPruneCallback
 
-    trainer = Trainer(max_epochs=30, callbacks=[ADPruneCallback(prune_at=[10, 20])])
+    trainer = Trainer(max_epochs=30, callbacks=[ADPruneCallback(trigger=[10, 20])])
     trainer.fit(module)
 
 The callback builds an `ADPruner` on the LightningModule and the optimizer the Trainer configured
@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from .errors import AdpruneError
+from .prune.arguments import check_pruner_options
 from .prune.groups import find_groups
-from .prune.options import check_options
 from .prune.pruner import ADPruner
 from .prune.surgery import shrink_to_widths
 from .prune.tp_compat import build_graph
@@ -66,9 +66,10 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
 
     `example_input` is one batch of inputs shaped like the training batches (a few samples are
     enough); when None, the module's `example_input_array` is used. It is moved to the module's
-    device. Every other keyword goes to `ADPruner` (`prune_at`, `trigger`, `tol`, `patience`,
-    `min_channels`, `round_to`, `mode`, `ignore`, `max_prunes`, `min_reduction`, `check`, `fade`, ...)
-    and is checked here, at construction; epochs are the Trainer's 0-based `current_epoch`. The
+    device. Every other keyword goes to `ADPruner` (`trigger`, `widths`, `importance`, `max_prunes`,
+    `min_reduction`, `fade`, `bn_recalibrate`, `mode`, `ignore`, `check`, ...) and the method's
+    options among them are checked here, at construction (`prune.options`), with the same bounds
+    and messages as `ADPruner` and `adprune train`; epochs are the Trainer's 0-based `current_epoch`. The
     last epoch of `max_epochs` never prunes. `log_groups=False` logs only the mean density, the
     parameter count and whether the epoch pruned, not one value per group. After `fit` the pruner,
     with its ledger and prune events, is `callback.pruner`.
@@ -86,7 +87,7 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
                 f"ADPruneCallback got unknown option(s) {', '.join(unknown)}; "
                 f"the pruner takes {', '.join(_PRUNER_OPTIONS)}"
             )
-        check_options(pruner_kwargs)
+        check_pruner_options(pruner_kwargs)
         if example_input is not None and not torch.is_tensor(example_input):
             kind = type(example_input).__name__
             raise AdpruneError(f"example_input must be a tensor shaped like one training batch, got {kind}")
@@ -128,11 +129,7 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
         epoch = trainer.current_epoch
         max_epochs = trainer.max_epochs
         last = max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
-        optimizer = self.pruner.optimizer
-        _, new_optimizer = self.pruner.epoch_end(epoch, last=last)
-        if new_optimizer is not optimizer:  # ADPruner edits in place; keep the Trainer in step if not
-            _replace_optimizer(trainer, optimizer, new_optimizer)
-        if self.pruner.ledger[-1].pruned:
+        if self.pruner.epoch_end(epoch, last=last) is not None:
             _rewrap_ddp(trainer, pl_module)
         self._log(pl_module)
 
@@ -193,13 +190,6 @@ def _rewrap_ddp(trainer, module: nn.Module) -> None:
     if isinstance(strategy.model, torch.nn.parallel.DistributedDataParallel):
         strategy.model = strategy._setup_model(module)
         strategy._register_ddp_hooks()
-
-
-def _replace_optimizer(trainer, old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
-    trainer.strategy.optimizers = [new if o is old else o for o in trainer.strategy.optimizers]
-    for config in trainer.lr_scheduler_configs:
-        if getattr(config.scheduler, "optimizer", None) is old:
-            config.scheduler.optimizer = new
 
 
 @contextlib.contextmanager

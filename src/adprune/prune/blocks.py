@@ -97,22 +97,3 @@ def channel_layout(
     for channel in range(width):
         merged.setdefault(find(channel), []).append(channel)
     return 1, tuple(sorted(tuple(unit) for unit in merged.values()))
-
-
-def units_to_remove(
-    scores: Sequence[float], keep: int, units: Sequence[tuple[int, ...]], tied: Sequence[set[int]] = ()
-) -> list[int]:
-    """The channels to remove so that about `keep` stay: whole units, lowest mean score first (ties:
-    the unit with the higher first channel goes), skipping a unit that would overshoot or would
-    leave a set of `tied` channels (one constrained layer's) empty. At least `keep` channels stay."""
-    budget = len(scores) - keep
-    order = sorted(units, key=lambda u: (sum(float(scores[c]) for c in u) / len(u), -u[0]))
-    removed: set[int] = set()
-    for unit in order:
-        if len(unit) > budget:
-            continue
-        if any(tied_set <= removed | set(unit) for tied_set in tied):
-            continue
-        removed.update(unit)
-        budget -= len(unit)
-    return sorted(removed)

@@ -9,15 +9,15 @@ the host until `read()`, once per epoch.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import AdpruneError
 from .groups import ChannelGroup
 
 
@@ -102,6 +102,30 @@ def density_stats(channel_densities: Mapping[str, torch.Tensor]) -> dict[str, fl
     return {"spread": max(means) - min(means), "dead_share": float((every < DEAD_DENSITY).double().mean())}
 
 
+def checked_densities(
+    channel_densities: Mapping[str, torch.Tensor], widths: Mapping[str, int], skipped: Mapping[str, str]
+) -> dict[str, torch.Tensor]:
+    """Densities given by hand, checked: one float64 CPU value per channel of an existing group
+    (groups in `skipped` are dropped). Raises AdpruneError naming the first bad entry."""
+    given = {}
+    for name, values in channel_densities.items():
+        if name in skipped:
+            continue
+        if name not in widths:
+            raise AdpruneError(
+                f"channel_densities names '{name}', which is not a channel group; "
+                f"groups are {', '.join(widths) or 'none'} (see ADPruner.widths)"
+            )
+        values = torch.as_tensor(values, dtype=torch.float64).detach().cpu().flatten()
+        if values.numel() != widths[name]:
+            raise AdpruneError(
+                f"channel_densities['{name}'] has {values.numel()} values but the group has "
+                f"{widths[name]} channels: give one density per channel"
+            )
+        given[name] = values
+    return given
+
+
 def _in_channels(module: nn.Module) -> int | None:
     channels = getattr(module, "in_channels", getattr(module, "in_features", None))
     return channels if isinstance(channels, int) else None
@@ -143,7 +167,6 @@ class DensityMonitor:
         self.every = every
         self._forwards = 0
         self._counting = True
-        self._paused = False
         self._counters: dict[tuple[str, bool], _Counter] = {}
         self._handles = [(entry or model).register_forward_pre_hook(self._count_samples)]
         for group in self.groups:
@@ -160,23 +183,13 @@ class DensityMonitor:
                     )
 
     def _count_samples(self, module: nn.Module, inputs: tuple) -> None:
-        if module.training and inputs and torch.is_tensor(inputs[0]) and not self._paused:
+        if module.training and inputs and torch.is_tensor(inputs[0]):
             self.samples_seen += inputs[0].shape[0]
             self._counting = self._forwards % self.every == 0
             self._forwards += 1
 
     def _counts_now(self) -> bool:
-        return self._counting and not self._paused
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Count nothing (neither activations nor samples) inside the block: for forwards that are
-        not training, such as re-estimating normalisation statistics."""
-        self._paused = True
-        try:
-            yield
-        finally:
-            self._paused = False
+        return self._counting
 
     def reset(self) -> None:
         """Forget every count, to start a new window."""

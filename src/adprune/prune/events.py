@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -16,6 +16,7 @@ class PruneEvent:
     params_after: int
     seconds: float
     decided: int | None = None  # the epoch the prune was decided, when its channels faded out first
+    uncounted: list[str] = field(default_factory=list)  # groups no training forward reached: kept whole
 
 
 @dataclass
@@ -40,9 +41,12 @@ class EpochCost:
 
 @dataclass
 class PendingPrune:
-    """A prune decided at the end of epoch `decided`: channels `remove[group]` fade out over the first
-    `ramp_samples` training samples (of this process) of the next epoch, and are removed at its end."""
+    """A prune decided at the end of epoch `decided`: channels `remove[group]` fade out during the next
+    epoch, expected to hold `epoch_samples` training samples of this process (as the deciding one
+    did), and are removed at its end. `uncounted` names the groups it keeps whole for want of a
+    density."""
 
     decided: int
     remove: dict[str, list[int]]
-    ramp_samples: int
+    epoch_samples: int
+    uncounted: list[str] = field(default_factory=list)

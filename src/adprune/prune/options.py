@@ -1,85 +1,139 @@
-"""Checks of `ADPruner`'s keyword options, run before anything is built (the Lightning callback runs
-them at its own construction): each bad value gets one `AdpruneError` that says how to fix it."""
+"""Every option of the method, declared once: its default, help text, choices and bounds.
+
+`ADPruner`, the Lightning callback (through `ADPruner`) and `adprune train` (whose `TrainConfig`
+builds its pruning fields from `METHOD_OPTIONS`) check values against these declarations, so a bound
+or a choice is written in one place. Free of torch: the command line offers and checks the choices
+before importing it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from ..errors import AdpruneError
-from .choices import IMPORTANCES, MODES, TRIGGERS
+
+MODES = ("inherit", "reinit")
+"""How a prune treats the channels it keeps: keep their weights, or re-initialise the new widths."""
+
+IMPORTANCES = ("density", "entropy", "l1", "bn_scale")
+"""The built-in importances (see `importance.py`): the least dense go (ADP), those whose firing
+carries the least information go, the smallest filter L1 norms go, the smallest BatchNorm scales go."""
+
+TRIGGERS = ("ranking", "density")
+"""The built-in triggers by name (see `triggers.py`): when the channels a prune would remove stopped
+changing, or when every layer's density stopped moving."""
+
+MAX_EPOCHS = 100_000
+"""A sanity bound on epoch counts, epoch numbers and patience."""
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+@dataclass(frozen=True)
+class Option:
+    """How one option is declared: help text, choices or bounds, and how a command line offers it.
+
+    `low`/`high` bound a number (None is always allowed for an optional one); `low_open` refuses
+    `low` itself; `whole` asks for a whole number. `flag` overrides the flag name
+    (`--name-with-dashes`); a bool option defaulting to True is offered as that `--no-...` flag.
+    `parser` reads a flag's text: `epochs` (comma-separated integers), `names` (comma-separated
+    names) or `json` (a JSON file's object).
+    """
+
+    help: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float = math.inf
+    low_open: bool = False
+    whole: bool = False
+    flag: str | None = None
+    metavar: str | None = None
+    parser: str | None = None
+
+    def range_text(self) -> str:
+        """The allowed range in words, e.g. 'in [1, 100,000]' or 'greater than 0'."""
+        if self.high == math.inf:
+            return f"greater than {self.low}" if self.low_open else f"at least {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high:,}]"
+
+    def allows(self, value: Any) -> bool:
+        """True when `value` is one of the choices, or a number (whole if asked) within the bounds."""
+        if self.choices is not None:
+            return value in self.choices
+        if self.low is None:
+            return True
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        if self.whole and not isinstance(value, int):
+            return False
+        above = self.low < value if self.low_open else self.low <= value
+        return above and value <= self.high
+
+    def expected(self) -> str:
+        """What a valid value is, in words."""
+        if self.choices is not None:
+            return f"one of {', '.join(self.choices)}"
+        return f"{'a whole number' if self.whole else 'a number'} {self.range_text()}"
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+# name -> (default, declaration) of every option the method has (TrainConfig may override a default)
+METHOD_OPTIONS: dict[str, tuple[Any, Option]] = {
+    "trigger": ("ranking", Option(
+        "without --prune-at, prune when the channels the plan would remove stopped changing (ranking) or "
+        "when every layer's density stopped moving (density)", choices=TRIGGERS)),
+    "tol": (None, Option(
+        "the trigger's tolerance: share of channels whose fate changed (ranking, default 0.2) or density "
+        "movement (density, default 0.02)", low=0, high=1, low_open=True)),
+    "patience": (1, Option("... for this many epochs in a row", low=1, high=MAX_EPOCHS, whole=True)),
+    "min_channels": (4, Option("no layer narrower than this", low=1, whole=True)),
+    "round_to": (1, Option("round widths up to a multiple of this", low=1, whole=True)),
+    "max_prunes": (2, Option("at most this many prunes", low=0, whole=True)),
+    "min_reduction": (0.05, Option(
+        "stop pruning after a prune that removed less than this share of the parameters", low=0, high=1)),
+    "fade": (1.0, Option(
+        "fade the channels a prune removes out over this share of the next epoch, then remove them "
+        "(0: remove at once, as the reference method does)", low=0, high=1)),
+    "bn_recalibrate": (10, Option(
+        "re-estimate the BatchNorm statistics on the last this many training batches of a fade, where "
+        "the leaving channels are already off (0: no)", low=0, whole=True)),
+    "density_every": (1, Option(
+        "count activation densities on every N-th training step only (cheaper; an estimate whose error "
+        "the README states)", low=1, high=MAX_EPOCHS, whole=True)),
+    "mode": ("inherit", Option(
+        "inherit: keep the densest channels and their weights; reinit: fresh weights at the new widths",
+        choices=MODES)),
+    "importance": ("density", Option(
+        "which channels a prune removes: the least dense (ADP), those whose firing carries the least "
+        "information (density nearest 0 or 1), the smallest filter L1 norms, or the smallest BatchNorm "
+        "scales", choices=IMPORTANCES)),
+    "target_params": (None, Option(
+        "prune to about this many parameters by one global ranking of channels by --importance",
+        low=1, whole=True)),
+}  # fmt: skip
 
 
-def _at_least(low: int) -> Callable[[Any], bool]:
-    return lambda value: _whole(value) and value >= low
+def method_default(name: str) -> Any:
+    """The default of method option `name`."""
+    return METHOD_OPTIONS[name][0]
 
 
-def _within(low: float, high: float, *, open_low: bool = False) -> Callable[[Any], bool]:
-    return lambda value: _number(value) and (low < value if open_low else low <= value) and value <= high
+def method_field(name: str, **overrides: Any) -> Any:
+    """A dataclass field for method option `name` carrying its `Option` (for `TrainConfig`);
+    `default` and any `Option` field may be overridden."""
+    default, declared = METHOD_OPTIONS[name]
+    default = overrides.pop("default", default)
+    return dataclasses.field(default=default, metadata={"option": dataclasses.replace(declared, **overrides)})
 
 
-def _epochs(value: Any) -> bool:
-    return (
-        isinstance(value, Iterable)
-        and not isinstance(value, (str, bytes))
-        and all(_whole(e) and e >= 0 for e in value)
-    )
-
-
-def _layers(value: Any) -> bool:
-    return (
-        isinstance(value, Iterable)
-        and not isinstance(value, (str, bytes))
-        and all(isinstance(m, (str, nn.Module)) for m in value)
-    )
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or check(value)
-
-
-# option -> (check, what a valid value is)
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "prune_at": (_optional(_epochs), "None or a list of epochs (whole numbers >= 0), e.g. prune_at=[10, 20]"),
-    "trigger": (lambda v: v in TRIGGERS, f"one of {', '.join(TRIGGERS)}"),
-    "tol": (_optional(_within(0, 1, open_low=True)), "None (the trigger's default) or a number in (0, 1]"),
-    "patience": (_at_least(1), "a whole number of epochs >= 1"),
-    "min_channels": (_at_least(1), "a whole number >= 1"),
-    "round_to": (_at_least(1), "a whole number >= 1, e.g. 8"),
-    "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
-    "ignore": (_layers, "a list of module names or modules, e.g. ignore=['classifier']"),
-    "max_prunes": (_at_least(0), "a whole number >= 0"),
-    "min_reduction": (_within(0, 1), "a share of the parameters in [0, 1], e.g. 0.05"),
-    "check": (lambda v: isinstance(v, bool), "True or False"),
-    "importance": (lambda v: v in IMPORTANCES, f"one of {', '.join(IMPORTANCES)}"),
-    "schedule": (_optional(lambda v: isinstance(v, Mapping)), "None or {epoch: {group name: width}}"),
-    "target_params": (_optional(_at_least(1)), "None or a whole number of parameters >= 1"),
-    "fade": (_within(0, 1), "a share of an epoch in [0, 1], e.g. 0.5 (0: cut at once)"),
-    "init": (_optional(callable), "None or a function that re-initialises a model in place"),
-    "density_every": (_at_least(1), "a whole number >= 1: count densities on every k-th training step"),
-}
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    """Raise AdpruneError for the first option whose value cannot work, naming it, the value and what
-    to give instead. Options this module does not know (such as `process_group`) are not checked."""
-    for name, value in options.items():
-        rule = _RULES.get(name)
-        if rule is not None and not rule[0](value):
-            raise AdpruneError(f"{name}={value!r:.60} is not valid: give {rule[1]}")
-    if options.get("schedule") is not None and options.get("target_params") is not None:
-        raise AdpruneError("give a width schedule or a target parameter count, not both")
+def check_option(name: str, value: Any) -> None:
+    """Raise AdpruneError when `value` cannot work for method option `name`, saying what to give.
+    None passes for an option whose default is None."""
+    default, declared = METHOD_OPTIONS[name]
+    if value is None and default is None:
+        return
+    if not declared.allows(value):
+        raise AdpruneError(f"{name}={value!r:.60} is not valid: give {declared.expected()}")
 
 
 NO_OPTIMIZER = (
@@ -87,11 +141,3 @@ NO_OPTIMIZER = (
     "before it would go on updating tensors the model no longer uses. Pass optimizer=your_optimizer "
     "(it is remapped in place), or build a new optimizer after every prune"
 )
-
-
-def submodule(model: nn.Module, name: str) -> nn.Module:
-    """`model`'s submodule `name` for the `ignore` option; AdpruneError when there is none."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise AdpruneError(f"ignore names '{name}', which is not a module of the model") from None

@@ -1,9 +1,9 @@
-"""Re-estimating BatchNorm running statistics for the network as it computes now.
+"""Re-estimating BatchNorm running statistics for the network as it computes now, on given batches.
 
-While a prune fades its channels out the network's function changes step by step, and the running
-statistics of every BatchNorm after them (an exponential average with momentum 0.1) trail behind:
-evaluated right after the fade, a network that trains well can score near chance. Re-estimating the
-statistics on a few training batches, with the weights untouched, removes that lag.
+The pruner re-estimates them itself during the last batches of every fade (see `fade`); this is
+the same estimate on batches you give, with the weights untouched: for a network whose statistics
+you no longer trust (loaded for other data, or edited by hand). Its forwards run in training mode,
+so a `DensityMonitor` attached to the model counts them.
 """
 
 from __future__ import annotations

@@ -18,27 +18,8 @@ from torch import nn
 
 from ..errors import AdpruneError, summarize_exception
 from .groups import ChannelGroup, find_groups, prune_group
+from .selection import keep_first
 from .tp_compat import build_graph
-
-
-def channels_to_remove(densities: torch.Tensor, keep: int, blocks: int = 1) -> list[int]:
-    """Indices of the `len(densities) - keep` least dense channels (ties: the higher index goes).
-
-    With `blocks > 1` the channels form that many equal consecutive blocks (the groups of a grouped
-    conv) and `keep` must be a multiple of `blocks`: the positions whose density, averaged over the
-    blocks, is lowest are removed from every block.
-    """
-    width = len(densities)
-    if blocks > 1:
-        if width % blocks or keep % blocks:
-            raise ValueError(f"{width} channels in {blocks} blocks cannot keep {keep}")
-        size = width // blocks
-        per_position = torch.as_tensor(densities, dtype=torch.float64).reshape(blocks, size).mean(0)
-        positions = channels_to_remove(per_position, keep // blocks)
-        return [b * size + p for b in range(blocks) for p in positions]
-    values = [float(d) for d in densities]
-    order = sorted(range(width), key=lambda c: (-values[c], c))
-    return sorted(order[keep:])
 
 
 def _tag_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -172,8 +153,9 @@ def prune_groups(
 def shrink_to_widths(model: nn.Module, example_input: torch.Tensor, widths: Mapping[str, int]) -> None:
     """Prune a freshly built dense `model` so every channel group has the width given in `widths`.
 
-    The first channels of each group are kept. Raises AdpruneError for a width outside
-    1..the group's width or a name that is not a group of the model.
+    The first channels of each group are kept (`selection.keep_first`): the widths fit the weights
+    saved with them, which are loaded afterwards. Raises AdpruneError for a width outside 1..the
+    group's width or a name that is not a group of the model.
     """
     graph = build_graph(model, example_input)
     groups = find_groups(graph)
@@ -182,7 +164,7 @@ def shrink_to_widths(model: nn.Module, example_input: torch.Tensor, widths: Mapp
         target = widths.get(group.name, group.width)
         if not 1 <= target <= group.width:
             raise AdpruneError(f"width {target} for '{group.name}' is outside 1..{group.width}")
-        remove[group.name] = list(range(target, group.width))
+        remove[group.name] = keep_first(group, target)
     unknown = set(widths) - {g.name for g in groups}
     if unknown:
         raise AdpruneError(f"widths name groups the model does not have: {', '.join(sorted(unknown))}")

@@ -12,6 +12,7 @@ from ..errors import AdpruneError, summarize_exception
 from .groups import ChannelGroup, find_groups, prune_group
 from .modes import eval_mode
 from .outputs import output_shapes, scalar_of
+from .selection import smallest_removal
 from .tp_compat import build_graph
 
 
@@ -24,16 +25,6 @@ def _forward_backward(model: nn.Module, example_input: torch.Tensor) -> list:
         if loss.requires_grad:
             loss.backward()
     return output_shapes(output)
-
-
-def _trial_removal(group: ChannelGroup) -> list[int]:
-    """The smallest removal the group allows: the last position of every block or, where grouped
-    layers tie only some channels together, the largest unit that leaves every tied set a channel."""
-    if group.units:
-        allowed = [u for u in group.units if not any(tied <= set(u) for tied in group.tied)]
-        return list(max(allowed, key=lambda u: (len(u), u[0]))) if allowed else []
-    size = group.width // group.blocks
-    return [b * size + size - 1 for b in range(group.blocks)]
 
 
 def find_unprunable(
@@ -50,7 +41,7 @@ def find_unprunable(
     culprits (a fresh copy after each failure). `ignore` names the layers the groups were found
     with. Groups already skipped or too narrow to lose a channel are not tried.
     """
-    names = [g.name for g in groups if g.skip_reason is None and g.width > g.blocks and _trial_removal(g)]
+    names = [g.name for g in groups if g.skip_reason is None and g.width > g.blocks and smallest_removal(g)]
     if not names:
         return {}
     with eval_mode(model), torch.no_grad():
@@ -98,7 +89,7 @@ def _trial(
     for name in names:
         try:
             group = found[name]
-            prune_group(graph, group, _trial_removal(group))
+            prune_group(graph, group, smallest_removal(group))
             if stop_at_failure:
                 shapes = _forward_backward(trial, example_input)
                 if shapes != expected:

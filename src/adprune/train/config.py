@@ -9,50 +9,23 @@ declarations. Free of torch, so the command line can check options before import
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AdpruneError
 from ..limits import MAX_IMAGE_SIZE, MAX_WIDTH_MULTIPLIER
-from ..prune.choices import IMPORTANCES, MODES, TRIGGERS
+from ..prune.options import MAX_EPOCHS, Option, method_field
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRUNE_CHOICES = ("adp", "none")
-MAX_EPOCHS = 100_000
 MAX_LR = 100.0
 PARSERS = ("epochs", "names", "json")
 LAYOUTS = ("auto", "channels-last", "contiguous")
 
 
-@dataclass(frozen=True)
-class Option:
-    """How one training option is offered on the command line and checked.
-
-    `low`/`high` bound a number (None is always allowed for an optional one); `low_open` refuses
-    `low` itself. `flag` overrides the flag name (`--name-with-dashes`); a bool option defaulting to
-    True is offered as that `--no-...` flag. `parser` reads a flag's text: `epochs` (comma-separated
-    integers), `names` (comma-separated names) or `json` (a JSON file's object).
-    """
-
-    help: str
-    choices: tuple[str, ...] | None = None
-    low: float | None = None
-    high: float = math.inf
-    low_open: bool = False
-    flag: str | None = None
-    metavar: str | None = None
-    parser: str | None = None
-
-    def range_text(self) -> str:
-        """The allowed range in words, e.g. 'in [1, 100,000]' or 'greater than 0'."""
-        if self.high == math.inf:
-            return f"greater than {self.low}" if self.low_open else f"at least {self.low}"
-        return f"in {'(' if self.low_open else '['}{self.low}, {self.high:,}]"
-
-
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **spec: Any) -> Any:
-    """A `TrainConfig` field with its `Option` declaration (keyword arguments of `Option`)."""
+    """A `TrainConfig` field with its `Option` declaration (keyword arguments of `Option`). The
+    method's own options come from `prune.options.METHOD_OPTIONS` instead (`method_field`)."""
     return dataclasses.field(default=default, default_factory=factory, metadata={"option": Option(**spec)})
 
 
@@ -119,45 +92,19 @@ class TrainConfig:
         "(--tol, --patience)",
         parser="epochs",
     )
-    trigger: str = option(
-        "ranking",
-        help="without --prune-at, prune when the channels the plan would remove stopped changing "
-        "(ranking) or when every layer's density stopped moving (density)",
-        choices=TRIGGERS,
+    trigger: str = method_field("trigger")
+    tol: float | None = method_field("tol")
+    patience: int = method_field("patience")
+    min_channels: int = method_field("min_channels")
+    round_to: int | None = method_field(
+        "round_to",
+        default=None,
+        help="round widths up to a multiple of this (default: what the device runs fastest, 8)",
     )
-    tol: float | None = option(
-        None,
-        help="the trigger's tolerance: share of channels whose fate changed (ranking, default 0.2) or "
-        "density movement (density, default 0.02)",
-        low=0,
-        high=1,
-        low_open=True,
-    )
-    patience: int = option(1, help="... for this many epochs in a row", low=1, high=MAX_EPOCHS)
-    min_channels: int = option(4, help="no layer narrower than this", low=1)
-    round_to: int | None = option(
-        None, help="round widths up to a multiple of this (default: what the device runs fastest, 8)", low=1
-    )
-    max_prunes: int = option(2, help="at most this many prunes", low=0)
-    min_reduction: float = option(
-        0.05,
-        help="stop pruning after a prune that removed less than this share of the parameters",
-        low=0,
-        high=1,
-    )
-    fade: float = option(
-        1.0,
-        help="fade the channels a prune removes out over this share of the next epoch, then remove them "
-        "(0: remove at once, as the reference method does)",
-        low=0,
-        high=1,
-    )
-    bn_recalibrate: int = option(
-        10,
-        help="when a prune's channels have faded out, re-estimate the BatchNorm statistics on this many "
-        "training batches before evaluating (0: no)",
-        low=0,
-    )
+    max_prunes: int = method_field("max_prunes")
+    min_reduction: float = method_field("min_reduction")
+    fade: float = method_field("fade")
+    bn_recalibrate: int = method_field("bn_recalibrate")
     rewarm: float = option(
         0.0,
         help="after each prune, ramp the learning rate up linearly from 0 over this share of the next "
@@ -182,39 +129,19 @@ class TrainConfig:
     guard_epochs: int = option(
         1, help="epochs of recovery after a prune before the guard compares", low=1, high=MAX_EPOCHS
     )
-    density_every: int = option(
-        1,
-        help="count activation densities on every N-th training step only (cheaper; an estimate whose "
-        "error the README states)",
-        low=1,
-        high=MAX_EPOCHS,
-    )
-    mode: str = option(
-        "inherit",
-        help="inherit: keep the densest channels and their weights; reinit: fresh weights at the new widths",
-        choices=MODES,
-    )
+    density_every: int = method_field("density_every")
+    mode: str = method_field("mode")
     ignore: list[str] = option(
         factory=list, help="comma-separated module names whose output width is kept", parser="names"
     )
-    importance: str = option(
-        "density",
-        help="which channels a prune removes: the least dense (ADP), those whose firing carries the least "
-        "information (density nearest 0 or 1), the smallest filter L1 norms, or the smallest BatchNorm "
-        "scales",
-        choices=IMPORTANCES,
-    )
+    importance: str = method_field("importance")
     width_schedule: dict[str, dict[str, int]] | None = option(
         None,
         help='JSON {"epoch": {"group": width}}: prune to these widths after these epochs instead of the plan',
         metavar="FILE",
         parser="json",
     )
-    target_params: int | None = option(
-        None,
-        help="prune to about this many parameters by one global ranking of channels by --importance",
-        low=1,
-    )
+    target_params: int | None = method_field("target_params")
     initial_widths: dict[str, int] | None = option(
         None,
         help='JSON {"group": width}: start from the network shrunk to these widths (first channels kept)',

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import sys
 import time
@@ -18,7 +17,6 @@ from tqdm import tqdm
 
 from ..errors import AdpruneError
 from ..prune.density import density_stats
-from ..prune.recalibrate import recalibrate_batchnorm
 from ..runs.atomic import atomic_write_json
 from ..runs.checkpoints import save_training_state
 from ..runs.model_files import save_model
@@ -27,9 +25,8 @@ from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits
 from .distributed import shutdown
 from .guard import PruneWatch
-from .hardware import apply_layout, training_module
 from .optimizers import LearningRateRamp
-from .run import Run, roll_back, setup_run
+from .run import Run, rebuild_after_prune, roll_back, setup_run
 from .tensorboard import log_epoch
 
 
@@ -142,15 +139,6 @@ def _energy(run: Run) -> float | None:
     return now + (run.energy_before or 0.0)
 
 
-def _recalibrate(run: Run) -> int:
-    """Re-estimate the BatchNorm statistics of the network whose channels just faded out, on the first
-    `--bn-recalibrate` batches of this epoch (not counted as training); returns its FLOPs."""
-    batches = itertools.islice(run.train_loader, run.config.bn_recalibrate)
-    with run.pruner.monitor.paused():
-        samples = recalibrate_batchnorm(run.model, (run.ctx.shard(images) for images, _ in batches))
-    return samples * run.ctx.world_size * 2 * run.pruner.model_costs()[0]
-
-
 def _validation_needed(run: Run) -> bool:
     """The validation split is evaluated while a decision can still read it: while the pruner may
     prune, completes a faded prune, or the guard watches one."""
@@ -164,8 +152,6 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     run.train_loader.set_epoch(epoch)
     started = time.perf_counter()
     train_loss, train_acc = _train_epoch(run, epoch)
-    if run.pruner.pending is not None and run.config.bn_recalibrate:
-        run.flops_extra += _recalibrate(run)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     test_loss = test_acc = None
@@ -181,12 +167,9 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
         val_loss, val_acc = evaluate(run.model, run.val_loader, run.ctx.device, run.autocast)
     val_s = time.perf_counter() - started
     widths = run.pruner.widths
-    _, run.optimizer = run.pruner.epoch_end(epoch, last=epoch == run.config.epochs)
+    if run.pruner.epoch_end(epoch, last=epoch == run.config.epochs) is not None:
+        rebuild_after_prune(run)
     cost, stats = run.pruner.ledger[-1], density_stats(run.pruner.channel_densities)
-    if cost.pruned:
-        apply_layout(run.model, run.optimizer, run.hardware)
-        run.wrapped = training_module(run.model, run.ctx.wrap, run.hardware)
-        run.sparsity = None
     run.scheduler.step()
     wall = {"train": train_s, "eval": eval_s, "prune": cost.prune_s, "val": val_s}
     for key, seconds in wall.items():

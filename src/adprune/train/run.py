@@ -14,9 +14,10 @@ from torch import nn
 
 from ..errors import AdpruneError, summarize_exception
 from ..models import build_model, module_names
-from ..prune.cost import EnergyMeter
 from ..prune.pruner import ADPruner
 from ..prune.surgery import shrink_to_widths
+from ..prune.triggers import ConvergenceTrigger, FixedEpochs, RankingTrigger, Trigger
+from ..prune.widths import DensityPlan, ParameterTarget, WidthPolicy, WidthSchedule
 from ..runs.atomic import atomic_write_json
 from ..runs.checkpoints import (
     CHECKPOINTS,
@@ -31,6 +32,7 @@ from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir, refu
 from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits, first_samples, load_dataset
 from .distributed import DistContext, init_distributed, resolve_device
+from .energy import EnergyMeter
 from .guard import PruneGuard
 from .hardware import Hardware, apply_layout, resolve, training_module
 from .optimizers import bn_sparsity, make_optimizer
@@ -142,15 +144,30 @@ def _trainables(
         shrink_to_widths(model, example, config.initial_widths)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    trigger, widths = method_policies(config, round_to)
     pruner = ADPruner(
-        model, example, optimizer, prune_at=config.prune_at, trigger=config.trigger, tol=config.tol,
-        patience=config.patience, min_channels=config.min_channels,
-        round_to=round_to, mode=config.mode, ignore=config.ignore,
+        model, example, optimizer, trigger=trigger, widths=widths, importance=config.importance,
         max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
-        importance=config.importance, schedule=config.width_schedule, target_params=config.target_params,
-        fade=config.fade, density_every=config.density_every,
+        fade=config.fade, bn_recalibrate=config.bn_recalibrate, mode=config.mode, ignore=config.ignore,
+        density_every=config.density_every,
     )  # fmt: skip
     return _Trainables(model, optimizer, scheduler, pruner)
+
+
+def method_policies(config: TrainConfig, round_to: int) -> tuple[Trigger | None, WidthPolicy]:
+    """The trigger and the width policy `config`'s flags describe (the trigger None for a width
+    schedule, which prunes after its own epochs)."""
+    if config.width_schedule is not None:
+        return None, WidthSchedule({int(epoch): widths for epoch, widths in config.width_schedule.items()})
+    if config.target_params is not None:
+        widths: WidthPolicy = ParameterTarget(config.target_params, min_channels=config.min_channels)
+    else:
+        widths = DensityPlan(min_channels=config.min_channels, round_to=round_to)
+    if config.prune_at is not None:
+        return FixedEpochs(config.prune_at), widths
+    kind = RankingTrigger if config.trigger == "ranking" else ConvergenceTrigger
+    tol = {} if config.tol is None else {"tol": config.tol}
+    return kind(patience=config.patience, **tol), widths
 
 
 def _loaders(
@@ -311,6 +328,15 @@ def restore_run(run: Run, saved: TrainingState) -> int:
     return saved.epoch + 1
 
 
+def rebuild_after_prune(run: Run) -> None:
+    """The one place that rebuilds what a change of the model's tensors invalidates: the memory
+    layout of the new weights and optimizer state, the training module (DDP wrapper, compiled
+    graph) and the BatchNorm L1 penalty, which ends with the first prune."""
+    apply_layout(run.model, run.optimizer, run.hardware)
+    run.wrapped = training_module(run.model, run.ctx.wrap, run.hardware)
+    run.sparsity = None
+
+
 def roll_back(run: Run, epoch: int) -> int:
     """Return `run`'s model, optimizer, schedule and pruner to the checkpoint of `epoch` and stop
     pruning. The running totals (wall time, energy, the guard's record) go on: the epochs trained
@@ -321,9 +347,7 @@ def roll_back(run: Run, epoch: int) -> int:
     run.model, run.optimizer, run.scheduler = parts.model, parts.optimizer, parts.scheduler
     run.pruner = parts.pruner
     run.pruner.finished = True
-    apply_layout(run.model, run.optimizer, run.hardware)
-    run.wrapped = training_module(run.model, run.ctx.wrap, run.hardware)
-    run.sparsity = None
+    rebuild_after_prune(run)
     if run.ctx.is_main:
         keep_metrics_until(run.out, epoch)
     ledger = run.pruner.ledger

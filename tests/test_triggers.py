@@ -1,4 +1,4 @@
-"""Width plans and the prune triggers give exactly the widths and decisions they promise."""
+"""The density plan and the triggers give exactly the widths and decisions they promise."""
 
 import math
 
@@ -6,7 +6,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adprune.prune.plan import ConvergenceTrigger, RankingTrigger, plan_width, plan_widths, removal_change
+from adprune import AdpruneError
+from adprune.prune.triggers import (
+    ConvergenceTrigger,
+    EpochSignal,
+    FixedEpochs,
+    RankingTrigger,
+    removal_change,
+    resolve_trigger,
+)
+from adprune.prune.widths import plan_width, plan_widths
+
+
+def _densities(densities, epoch=0):
+    return EpochSignal(epoch, densities, {}, lambda: {})
+
+
+def _removal(removal, widths, epoch=0):
+    return EpochSignal(epoch, {}, widths, lambda: removal)
 
 
 @pytest.mark.parametrize(
@@ -50,25 +67,25 @@ def test_plan_width_properties(density, width, min_channels, round_to):
 
 def test_trigger_fires_only_after_patience_epochs_within_tol():
     trigger = ConvergenceTrigger(tol=0.02, patience=2)
-    assert trigger.update({"a": 0.50, "b": 0.30}) is False
-    assert trigger.update({"a": 0.51, "b": 0.30}) is False  # only 2 epochs seen
-    assert trigger.update({"a": 0.515, "b": 0.31}) is True  # spans 0.015 and 0.01 over 3 epochs
-    assert trigger.update({"a": 0.55, "b": 0.31}) is False  # a moved 0.04
+    assert trigger.update(_densities({"a": 0.50, "b": 0.30})) is False
+    assert trigger.update(_densities({"a": 0.51, "b": 0.30})) is False  # only 2 epochs seen
+    assert trigger.update(_densities({"a": 0.515, "b": 0.31})) is True  # spans 0.015 and 0.01 over 3 epochs
+    assert trigger.update(_densities({"a": 0.55, "b": 0.31})) is False  # a moved 0.04
     trigger.reset()
-    assert trigger.update({"a": 0.55, "b": 0.31}) is False
+    assert trigger.update(_densities({"a": 0.55, "b": 0.31})) is False
 
 
 def test_trigger_state_round_trips():
     trigger = ConvergenceTrigger(tol=0.05, patience=1)
-    trigger.update({"a": 0.5})
+    trigger.update(_densities({"a": 0.5}))
     clone = ConvergenceTrigger(tol=0.05, patience=1)
     clone.load_state_dict(trigger.state_dict())
-    assert clone.update({"a": 0.52}) is True
+    assert clone.update(_densities({"a": 0.52})) is True
 
 
 @pytest.mark.parametrize("kwargs", [{"tol": 0}, {"patience": 0}])
 def test_trigger_rejects_bad_settings(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(AdpruneError, match="is not valid"):
         ConvergenceTrigger(**kwargs)
 
 
@@ -84,22 +101,22 @@ def test_removal_change_is_the_share_of_channels_whose_fate_changed():
 def test_ranking_trigger_fires_after_patience_stable_epochs_and_restarts_on_reset():
     widths = {"a": 10}
     trigger = RankingTrigger(tol=0.25, patience=2)
-    assert trigger.update({"a": {0, 1, 2, 3, 4}}, widths) is False and trigger.last_change is None
-    assert trigger.update({"a": {5, 6, 7, 8, 9}}, widths) is False  # every channel changed fate
+    assert trigger.update(_removal({"a": {0, 1, 2, 3, 4}}, widths)) is False and trigger.last_change is None
+    assert trigger.update(_removal({"a": {5, 6, 7, 8, 9}}, widths)) is False  # every channel changed fate
     assert trigger.last_change == 1.0
-    assert trigger.update({"a": {5, 6, 7, 8, 0}}, widths) is False  # 0.2 < 0.25, but one epoch only
-    assert trigger.update({"a": {5, 6, 7, 8, 0}}, widths) is True  # 0.2, then 0.0
-    assert trigger.update({"a": {1, 2, 7, 8, 0}}, widths) is False  # 0.4
+    assert trigger.update(_removal({"a": {5, 6, 7, 8, 0}}, widths)) is False  # 0.2 < 0.25, but one epoch only
+    assert trigger.update(_removal({"a": {5, 6, 7, 8, 0}}, widths)) is True  # 0.2, then 0.0
+    assert trigger.update(_removal({"a": {1, 2, 7, 8, 0}}, widths)) is False  # 0.4
     trigger.reset()
-    assert trigger.update({"a": {1, 2, 7, 8, 0}}, widths) is False and trigger.last_change is None
+    assert trigger.update(_removal({"a": {1, 2, 7, 8, 0}}, widths)) is False and trigger.last_change is None
 
 
 def test_ranking_trigger_state_round_trips():
     trigger = RankingTrigger(tol=0.1, patience=1)
-    trigger.update({"a": {0, 1}}, {"a": 8})
+    trigger.update(_removal({"a": {0, 1}}, {"a": 8}))
     clone = RankingTrigger(tol=0.1, patience=1)
     clone.load_state_dict(trigger.state_dict())
-    assert clone.update({"a": {0, 1}}, {"a": 8}) is True
+    assert clone.update(_removal({"a": {0, 1}}, {"a": 8})) is True
     assert clone.last_change == 0.0
 
 
@@ -118,5 +135,35 @@ def test_removal_change_is_a_symmetric_share(width, before, after):
 
 @pytest.mark.parametrize("kwargs", [{"tol": 0}, {"tol": 1.5}, {"patience": 0}])
 def test_ranking_trigger_rejects_bad_settings(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(AdpruneError, match="is not valid"):
         RankingTrigger(**kwargs)
+
+
+def test_fixed_epochs_fire_at_their_epochs_and_are_exhausted_after_the_last():
+    trigger = FixedEpochs([6, 3, 6])
+    assert [trigger.update(_densities({}, epoch)) for epoch in range(8)] == [e in (3, 6) for e in range(8)]
+    assert [trigger.exhausted(e) for e in (2, 5, 6, 9)] == [False, False, True, True]
+    assert FixedEpochs([]).exhausted(0)
+
+
+def test_a_ranking_trigger_reads_the_removal_only_when_it_updates():
+    asked = []
+    signal = EpochSignal(0, {"a": 0.5}, {"a": 4}, lambda: asked.append(1) or {"a": [0]})
+    ConvergenceTrigger().update(signal)
+    FixedEpochs([0]).update(signal)
+    assert asked == []
+    RankingTrigger().update(signal)
+    assert asked == [1]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [("ranking", RankingTrigger), ("density", ConvergenceTrigger), ([2, 4], FixedEpochs)]
+)
+def test_built_in_triggers_by_name_or_epochs(value, kind):
+    assert type(resolve_trigger(value)) is kind
+
+
+@pytest.mark.parametrize("value", ["sometimes", [1.5], 7, [-1]])
+def test_a_trigger_that_cannot_work_is_refused_in_one_line(value):
+    with pytest.raises(AdpruneError, match="is not valid: give"):
+        resolve_trigger(value)
