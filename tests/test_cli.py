@@ -126,41 +126,27 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragments):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+def _train_without_data(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`adprune train` on MNIST from an empty --data-dir (MNIST has no system copy to fall back on)."""
+    none = str(tmp_path / "none")
+    return run_cli(
+        "train", "--dataset", "mnist", "--subset", "64", "--data-dir", none, "--out", str(out), *extra
+    )
+
+
 def test_existing_run_directory_is_not_overwritten(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "metrics.jsonl").write_text("precious\n")
     # refused before the dataset is read: no MNIST anywhere (it has no system copy), the answer is about --out
-    result = run_cli(
-        "train",
-        "--dataset",
-        "mnist",
-        "--subset",
-        "64",
-        "--epochs",
-        "1",
-        "--data-dir",
-        str(tmp_path / "none"),
-        "--out",
-        str(out),
-    )
+    result = _train_without_data(tmp_path, out, "--epochs", "1")
     _assert_one_line_error(result, "--overwrite")
     assert (out / "metrics.jsonl").read_text() == "precious\n"
     assert [p.name for p in out.iterdir()] == ["metrics.jsonl"]
 
 
 def test_missing_data_leaves_no_run_directory_behind(tmp_path):
-    result = run_cli(
-        "train",
-        "--dataset",
-        "mnist",
-        "--subset",
-        "64",
-        "--data-dir",
-        str(tmp_path / "none"),
-        "--out",
-        str(tmp_path / "run"),
-    )
+    result = _train_without_data(tmp_path, tmp_path / "run")
     _assert_one_line_error(result, "mnist not found")
     assert not (tmp_path / "run").exists()  # so the same command works once the data is there
 

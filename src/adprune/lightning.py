@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .errors import AdpruneError
-from .prune.arguments import check_pruner_options
+from .prune.arguments import resolve_pruner_options
 from .prune.groups import find_groups
 from .prune.pruner import ADPruner
 from .prune.surgery import shrink_to_widths
@@ -87,7 +87,7 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
                 f"ADPruneCallback got unknown option(s) {', '.join(unknown)}; "
                 f"the pruner takes {', '.join(_PRUNER_OPTIONS)}"
             )
-        check_pruner_options(pruner_kwargs)
+        resolve_pruner_options(pruner_kwargs)  # refuse what cannot work now, not at fit start
         if example_input is not None and not torch.is_tensor(example_input):
             kind = type(example_input).__name__
             raise AdpruneError(f"example_input must be a tensor shaped like one training batch, got {kind}")

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import AdpruneError
-from .importance import resolve_importance
+from .importance import Importance, resolve_importance
 from .options import check_option, method_default
 from .triggers import FixedEpochs, Trigger, resolve_trigger
 from .widths import WidthPolicy, WidthSchedule, resolve_widths
@@ -20,21 +20,23 @@ from .widths import WidthPolicy, WidthSchedule, resolve_widths
 _SCALARS = ("max_prunes", "min_reduction", "fade", "bn_recalibrate", "mode", "density_every")
 
 
-def check_pruner_options(options: Mapping[str, Any]) -> None:
-    """Raise AdpruneError for the first of `ADPruner`'s keyword options in `options` that cannot
-    work, naming it and what to give: the method's numbers and names (`options.METHOD_OPTIONS`),
-    the trigger, the width policy, the importance, `init` and `check`. The Lightning callback runs
-    this at its own construction."""
+def resolve_pruner_options(options: Mapping[str, Any]) -> tuple[Trigger, WidthPolicy, Importance]:
+    """The trigger, width policy and importance `ADPruner`'s keyword `options` ask for, once every
+    option has been checked: AdpruneError for the first that cannot work, naming it and what to give
+    (the method's numbers and names from `options.METHOD_OPTIONS`, the three policies, `init`,
+    `check`). The Lightning callback runs this at its own construction."""
     for name in _SCALARS:
         if name in options:
             check_option(name, options[name])
-    trigger_for(options.get("trigger"), resolve_widths(options.get("widths", "density")))
-    resolve_importance(options.get("importance", "density"))
+    widths = resolve_widths(options.get("widths", "density"))
+    trigger = trigger_for(options.get("trigger"), widths)
+    importance = resolve_importance(options.get("importance", "density"))
     init = options.get("init")
     if init is not None and not callable(init):
         raise AdpruneError(f"init={init!r:.60} is not valid: give a function that re-initialises a model")
     if not isinstance(options.get("check", True), bool):
         raise AdpruneError(f"check={options['check']!r:.60} is not valid: give True or False")
+    return trigger, widths, importance
 
 
 def trigger_for(trigger: str | Iterable[int] | Trigger | None, widths: WidthPolicy) -> Trigger:

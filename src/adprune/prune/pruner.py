@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from ..errors import AdpruneError
-from .arguments import check_pruner_options, ignored_modules, nothing_to_prune, trigger_for
+from .arguments import ignored_modules, nothing_to_prune, resolve_pruner_options
 from .cost import count_parameters, inference_macs, training_flops_per_sample
 from .density import DensityMonitor, checked_densities
 from .events import EpochCost, PendingPrune, PruneEvent
 from .fade import ChannelFade
 from .groups import find_groups
-from .importance import Importance, channel_scores, resolve_importance
+from .importance import Importance, channel_scores
 from .modes import entry_module
 from .options import NO_OPTIMIZER, method_default
 from .selection import removal
@@ -26,7 +26,7 @@ from .surgery import prune_groups
 from .tp_compat import build_graph
 from .trial import find_unprunable
 from .triggers import EpochSignal, Trigger, parameter_reduction
-from .widths import PlanInput, WidthPolicy, WidthSchedule, resolve_widths
+from .widths import PlanInput, WidthPolicy, WidthSchedule
 
 
 class ADPruner:
@@ -94,12 +94,9 @@ class ADPruner:
         process_group: Any = None,
         density_every: int = method_default("density_every"),
     ) -> None:
-        check_pruner_options(
+        self.trigger, self.widths_policy, self.importance = resolve_pruner_options(
             {k: v for k, v in locals().items() if k not in ("self", "model", "example_input", "optimizer")}
         )
-        self.widths_policy = resolve_widths(widths)
-        self.trigger = trigger_for(trigger, self.widths_policy)
-        self.importance = resolve_importance(importance)
         if not isinstance(model, nn.Module):
             raise AdpruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not torch.is_tensor(example_input):

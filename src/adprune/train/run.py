@@ -158,7 +158,7 @@ def method_policies(config: TrainConfig, round_to: int) -> tuple[Trigger | None,
     """The trigger and the width policy `config`'s flags describe (the trigger None for a width
     schedule, which prunes after its own epochs)."""
     if config.width_schedule is not None:
-        return None, WidthSchedule({int(epoch): widths for epoch, widths in config.width_schedule.items()})
+        return None, WidthSchedule(config.width_schedule)
     if config.target_params is not None:
         widths: WidthPolicy = ParameterTarget(config.target_params, min_channels=config.min_channels)
     else:
