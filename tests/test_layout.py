@@ -68,7 +68,7 @@ def test_the_leaf_modules_import_nothing_of_adprune():
 
 def test_the_import_scan_sees_relative_and_absolute_imports():
     assert _adprune_imports(SRC / "prune" / "pruner.py") == {"errors", "prune"}
-    assert "prune" in _adprune_imports(SRC / "runs" / "model_files.py")
+    assert "prune" in _adprune_imports(SRC / "runs" / "pruned_files.py")
     assert "models" in _adprune_imports(SRC / "runs" / "model_files.py")
 
 

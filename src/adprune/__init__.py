@@ -31,9 +31,11 @@ _LAZY = {
     "RankingTrigger": "adprune.prune.triggers",
     "WidthSchedule": "adprune.prune.widths",
     "load": "adprune.runs.model_files",
+    "load_pruned": "adprune.runs.pruned_files",
     "plan_width": "adprune.prune.widths",
     "plan_widths": "adprune.prune.widths",
     "recalibrate_batchnorm": "adprune.prune.recalibrate",
+    "save_pruned": "adprune.runs.pruned_files",
 }
 
 __all__ = ["AdpruneError", *_LAZY]

@@ -11,7 +11,9 @@ logs the densities, widths and parameter count through `LightningModule.log` on 
 shrinks the module's layers in place and edits the optimizer in place (its parameters and their
 state are replaced by the pruned ones), so the Trainer, its strategy and every learning-rate
 scheduler keep holding valid objects; under DDP the strategy's wrapper is rebuilt around the
-smaller module.
+smaller module. Lightning's weight averaging (`WeightAveraging`, `EMAWeightAveraging`,
+`StochasticWeightAveraging`) keeps an averaged copy of the module: the callback prunes that copy in
+step (`ADPruner.add_twin`), so the averaged weights of the kept channels survive every cut.
 
 Checkpoints written by the Trainer hold the pruned widths and the pruner's state. A checkpoint of a
 pruned module only loads into a module of the same widths, so give the LightningModule this hook,
@@ -37,10 +39,8 @@ from torch import nn
 
 from .errors import AdpruneError
 from .prune.arguments import resolve_pruner_options
-from .prune.groups import find_groups
 from .prune.pruner import ADPruner
-from .prune.surgery import shrink_to_widths
-from .prune.tp_compat import build_graph
+from .runs.pruned_files import checked_record, shape_record, shrink_to_record
 
 try:  # the `lightning` package, else the older standalone `pytorch_lightning`
     import lightning.pytorch as _pl
@@ -126,6 +126,10 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.pruner is None:
             return
+        for callback in trainer.callbacks:  # WeightAveraging, EMAWeightAveraging, StochasticWeightAveraging
+            average = getattr(callback, "_average_model", None)
+            if isinstance(average, nn.Module):
+                self.pruner.add_twin(average)
         epoch = trainer.current_epoch
         max_epochs = trainer.max_epochs
         last = max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
@@ -148,10 +152,7 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         """Record the widths (and the input shape that traces the module) next to the weights."""
         if self.pruner is not None:
-            checkpoint[CHECKPOINT_KEY] = {
-                "widths": self.pruner.widths,
-                "example_shape": list(self.pruner.example_input.shape),
-            }
+            checkpoint[CHECKPOINT_KEY] = shape_record(self.pruner)
 
     def _log(self, pl_module) -> None:
         pruner = self.pruner
@@ -174,13 +175,9 @@ def shrink_to_checkpoint(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     saved = checkpoint.get(CHECKPOINT_KEY)
     if not saved:
         return
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    example = torch.zeros(saved["example_shape"], device=device)
-    groups = {g.name: g.width for g in find_groups(build_graph(module, example))}
-    if all(groups.get(name) == width for name, width in saved["widths"].items()):
-        return
+    record = checked_record(saved, "the checkpoint")
     with _detached_from_trainer(module):
-        shrink_to_widths(module, example, saved["widths"])
+        shrink_to_record(module, record)
 
 
 def _rewrap_ddp(trainer, module: nn.Module) -> None:

@@ -1,7 +1,8 @@
-"""Model registry: CIFAR-style VGG/ResNet by name, and any torchvision classifier as ``tv:NAME``.
+"""Model registry: CIFAR-style VGG/ResNet by name, any torchvision classifier as ``tv:NAME``, any timm
+model as ``timm:NAME`` (timm is an optional extra: ``pip install 'adprune[timm]'``).
 
 Shared by training (to build a run's model) and the run files (to rebuild a saved one). May import:
-torch, torchvision and `adprune.errors`; nothing else of adprune.
+torch, torchvision, timm (lazily) and `adprune.errors`; nothing else of adprune.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from adprune.models.vgg import CFGS, VGG, vgg
 __all__ = ["VGG", "ResNet", "build_model", "model_names", "output_layer"]
 
 TV_PREFIX = "tv:"
+TIMM_PREFIX = "timm:"
 
 
 def model_names() -> list[str]:
-    """Return the names of our own models; torchvision classifiers are also accepted as ``tv:NAME``."""
+    """Return the names of our own models; torchvision classifiers are also accepted as ``tv:NAME`` and
+    timm models as ``timm:NAME``."""
     return [*CFGS, *BLOCKS]
 
 
@@ -33,10 +36,12 @@ def build_model(
 
     ``name`` is one of :func:`model_names` (case-insensitive; ``width`` multiplies every channel
     count, rounded, at least 1) or ``tv:NAME`` for ``torchvision.models.get_model(NAME,
-    weights=None, num_classes=num_classes)`` (``width`` must be 1.0). For torchvision models the
-    first ``nn.Conv2d`` is replaced by one taking ``in_channels`` when that is not 3, and one
-    eval-mode forward of a ``(1, in_channels, image_size, image_size)`` input checks the model
-    accepts that size. Raises :class:`AdpruneError` for unknown names or invalid arguments.
+    weights=None, num_classes=num_classes)`` (``width`` must be 1.0), or ``timm:NAME`` for
+    ``timm.create_model(NAME, pretrained=False, num_classes=num_classes, in_chans=in_channels)``
+    (``width`` 1.0). For torchvision models the first ``nn.Conv2d`` is replaced by one taking
+    ``in_channels`` when that is not 3. One eval-mode forward of a
+    ``(1, in_channels, image_size, image_size)`` input checks the model accepts that size. Raises
+    :class:`AdpruneError` for unknown names or invalid arguments.
     """
     _check_positive_int("in_channels", in_channels)
     _check_positive_int("num_classes", num_classes)
@@ -45,11 +50,15 @@ def build_model(
         raise AdpruneError(f"width must be a positive number (e.g. 1.0 or 0.25), got {width!r}")
     if not isinstance(name, str):
         raise AdpruneError(f"model name must be a string such as 'resnet18', got {name!r}")
+    if name.startswith((TV_PREFIX, TIMM_PREFIX)) and width != 1.0:
+        raise AdpruneError(
+            f"width={width} is only supported by our models {model_names()}; use width=1.0 with {name}"
+        )
+    if name.startswith(TIMM_PREFIX):
+        return _build_timm(
+            name[len(TIMM_PREFIX) :], in_channels=in_channels, num_classes=num_classes, image_size=image_size
+        )
     if name.startswith(TV_PREFIX):
-        if width != 1.0:
-            raise AdpruneError(
-                f"width={width} is only supported by our models {model_names()}; use width=1.0 with {name}"
-            )
         return _build_torchvision(
             name[len(TV_PREFIX) :], in_channels=in_channels, num_classes=num_classes, image_size=image_size
         )
@@ -60,7 +69,7 @@ def build_model(
         return resnet(key, in_channels=in_channels, num_classes=num_classes, width=width)
     raise AdpruneError(
         f"unknown model {name!r}: choose one of {', '.join(model_names())}, "
-        "or a torchvision classifier given as tv:NAME (e.g. tv:resnet50)"
+        "a torchvision classifier given as tv:NAME (e.g. tv:resnet50) or a timm model as timm:NAME"
     )
 
 
@@ -123,6 +132,23 @@ def _build_torchvision(name: str, *, in_channels: int, num_classes: int, image_s
     if in_channels != 3:
         _replace_first_conv(model, in_channels)
     _check_accepts(model, f"tv:{key}", in_channels, image_size)
+    return model
+
+
+def _build_timm(name: str, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise AdpruneError(
+            f"timm:{name} needs timm, which is not installed: pip install 'adprune[timm]'"
+        ) from None
+    if not timm.is_model(name):
+        raise AdpruneError(
+            f"unknown timm model timm:{name}: give timm:NAME with NAME from timm.list_models() "
+            "(e.g. timm:resnet18, timm:efficientnet_b0)"
+        )
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+    _check_accepts(model, f"timm:{name}", in_channels, image_size)
     return model
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .modes import eval_mode
+from .modes import eval_mode, plain_forward
 from .outputs import scalar_of
 
 
@@ -22,9 +22,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _counted_flops(model: nn.Module, fn) -> int:
-    """FLOPs of `fn()`, run with `model` in eval mode so no BatchNorm statistic and no density count moves."""
+    """FLOPs of `fn()`, run with `model` in eval mode so no BatchNorm statistic and no density count moves,
+    as plain eager code (`modes.plain_forward`: an activation checkpoint's recomputation is not counted)."""
     counter = FlopCounterMode(display=False)
-    with eval_mode(model), counter:
+    with eval_mode(model), plain_forward(), counter:
         fn()
     return int(counter.get_total_flops())
 

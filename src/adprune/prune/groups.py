@@ -47,6 +47,7 @@ from torch import nn
 
 from .blocks import BlockConstraint, block_constraint, channel_layout, is_depthwise
 from .readers import Reading, reading
+from .tp_compat import SearchTimeout
 
 _CONV = nn.modules.conv._ConvNd
 _NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -215,6 +216,11 @@ def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> 
             reason = (
                 f"its {width} channels do not split into the {blocks} groups its grouped convs/norms read"
             )
+        if reason is None and blocks > 1 and width == blocks:
+            reason = (
+                f"a grouped conv or norm reads its {width} channels one per group (such as a separable "
+                "conv with a depth multiplier): removing one would remove a whole group of that layer"
+            )
         tied = tuple(frozenset(c.channels) for c in constraints) if units else ()
         groups.append(
             ChannelGroup(
@@ -224,7 +230,11 @@ def find_groups(graph: tp.DependencyGraph, ignore: Sequence[nn.Module] = ()) -> 
     found = {member for group in groups for member in group.members}
     for root, exc in getattr(graph, "failed_roots", {}).items():
         if root in names and names[root] not in found:
-            reason = f"Torch-Pruning cannot follow its channels ({type(exc).__name__}: {exc})"
+            reason = (
+                f"{exc}, so it is left alone"
+                if isinstance(exc, SearchTimeout)
+                else f"Torch-Pruning cannot follow its channels ({type(exc).__name__}: {exc})"
+            )
             groups.append(
                 ChannelGroup(names[root], graph.get_out_channels(root), (names[root],), (), 1, reason)
             )

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -19,6 +20,51 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def uncompiled(module: nn.Module) -> nn.Module:
+    """The module a `torch.compile` wrapper compiles (its `_orig_mod`), or `module` itself."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if type(module).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else module
+
+
+def _run_inline(function, preserve_rng_state, *args):
+    return function(*args)
+
+
+@contextlib.contextmanager
+def plain_forward() -> Iterator[None]:
+    """Run forwards as plain eager code, so a trace or an operation count sees every layer: code
+    that `torch.compile` compiled runs eagerly (a compiled graph hides its layers behind one
+    autograd node), and reentrant activation checkpoints (`checkpoint(..., use_reentrant=True)`,
+    whose forward runs without gradients and whose backward `torch.autograd.grad` cannot run) call
+    their function directly. Non-reentrant checkpoints already trace as plain code."""
+    checkpoint_function = torch.utils.checkpoint.CheckpointFunction
+    own = vars(checkpoint_function).get("apply")  # normally inherited from autograd.Function
+    checkpoint_function.apply = staticmethod(_run_inline)
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        if own is None:
+            del checkpoint_function.apply
+        else:
+            checkpoint_function.apply = own
+
+
+@contextlib.contextmanager
+def every_parameter_traced(model: nn.Module) -> Iterator[None]:
+    """Let every parameter of `model` require gradients, and restore each flag afterwards: a layer
+    frozen with `requires_grad=False` (a frozen stem) leaves no autograd node, so a trace would
+    not see it and the group it belongs to would look broken."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
 
 
 def entry_module(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
@@ -37,7 +83,7 @@ def entry_module(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_pre_hook(first) for m in leaves]
     try:
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), eval_mode(model), plain_forward():
             model(example_input)
     finally:
         for handle in handles:

@@ -14,17 +14,16 @@ from torch import nn
 from ..errors import AdpruneError
 from .arguments import ignored_modules, nothing_to_prune, resolve_pruner_options
 from .cost import count_parameters, inference_macs, training_flops_per_sample
+from .cutting import Surgeon
 from .density import DensityMonitor, checked_densities
 from .events import EpochCost, PendingPrune, PruneEvent
 from .fade import ChannelFade
 from .groups import find_groups
 from .importance import Importance, channel_scores
-from .modes import entry_module
+from .modes import entry_module, uncompiled
 from .options import NO_OPTIMIZER, method_default
 from .selection import removal
-from .surgery import prune_groups
 from .tp_compat import build_graph
-from .trial import find_unprunable
 from .triggers import EpochSignal, Trigger, parameter_reduction
 from .widths import PlanInput, WidthPolicy, WidthSchedule
 
@@ -61,7 +60,10 @@ class ADPruner:
             with `init(model)`, by default the model's own `init_weights`/`_init_weights`.
         ignore: module names or modules whose output width is kept (the classifier's outputs and
             the inputs are never pruned).
-        check: find, with a trial prune of a deep copy, the groups whose removal breaks the model.
+        twins: modules pruned in step with the model, with the same indices (an EMA or SWA copy, a
+            teacher; see `twins`); more with `add_twin`.
+        check: find on a deep copy the groups whose removal breaks the model, at construction and
+            before every cut (a group its cut would break keeps its width: `cutting.Surgeon`).
         process_group: the group density counts are summed over under torch.distributed.
         density_every: count densities on every k-th training forward only (an estimate: see
             `density.DensityMonitor`).
@@ -69,9 +71,10 @@ class ADPruner:
     Raises:
         AdpruneError: at construction, for any option that cannot work (naming it and what to give).
 
-    Groups that cannot be pruned safely are listed in `skipped` with the reason; a model with no
-    prunable group at all gets one warning listing them, and trains at full width. A group that no
-    training forward reached keeps its width at a prune and is named in the event (`uncounted`).
+    A `torch.compile`d model is pruned through the module it compiles (`_orig_mod`: the wrapper
+    recompiles for the new shapes itself). Groups that cannot be pruned safely are in `skipped`; a
+    model with no prunable group at all gets one warning listing them, and trains at full width. A
+    group no training forward reached keeps its width at a prune and is named in the event (`uncounted`).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class ADPruner:
         mode: str = method_default("mode"),
         init: Callable[[nn.Module], None] | None = None,
         ignore: Iterable[str | nn.Module] = (),
+        twins: Iterable[nn.Module] = (),
         check: bool = True,
         process_group: Any = None,
         density_every: int = method_default("density_every"),
@@ -97,6 +101,7 @@ class ADPruner:
         self.trigger, self.widths_policy, self.importance = resolve_pruner_options(
             {k: v for k, v in locals().items() if k not in ("self", "model", "example_input", "optimizer")}
         )
+        model = uncompiled(model)
         if not isinstance(model, nn.Module):
             raise AdpruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not torch.is_tensor(example_input):
@@ -107,15 +112,11 @@ class ADPruner:
             warnings.warn(NO_OPTIMIZER, stacklevel=2)
         self.model = model
         self.example_input = example_input
-        self.optimizer = optimizer
         self.max_prunes = max_prunes
         self.min_reduction = min_reduction
         self.fade = fade
         self.bn_recalibrate = bn_recalibrate
-        self.mode = mode
-        self.init = init
         self.ignore = ignored_modules(model, ignore)
-        self.check = check
         self.process_group = process_group
         self.density_every = density_every
         self.pending: PendingPrune | None = None
@@ -129,11 +130,14 @@ class ADPruner:
         self._flops_per_sample: int | None = None
         self._macs: int | None = None
         self._removal: tuple[int, dict[str, list[int]]] | None = None  # (epoch, removal) computed this epoch
+        self.surgeon = Surgeon(
+            model, example_input, optimizer, mode=mode, init=init, ignore=self.ignore, check=check
+        )
         self._attach()
+        for twin in twins:
+            self.add_twin(twin)
         if isinstance(self.widths_policy, WidthSchedule):
-            self.widths_policy.check(
-                self.groups, self.skipped
-            )  # fail now on names or widths that can never work
+            self.widths_policy.check(self.groups, self.skipped)  # fail now on names that can never work
         if not self.groups:
             warnings.warn(nothing_to_prune(model, self.skipped), stacklevel=2)
 
@@ -141,13 +145,24 @@ class ADPruner:
         self.graph = build_graph(self.model, self.example_input)
         self.entry = entry_module(self.model, self.example_input)
         groups = self._find_groups()
-        if self.check:
-            names = {module: name for name, module in self.model.named_modules()}
-            ignore = [names[m] for m in self.ignore if m in names]
-            self.skipped.update(find_unprunable(self.model, self.example_input, groups, ignore))
-            groups = [g for g in groups if g.name not in self.skipped]
-        self.groups = groups
+        self.skipped.update(self.surgeon.unprunable(groups))
+        self.groups = [g for g in groups if g.name not in self.skipped]
         self.monitor = self._new_monitor()
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer whose parameters and state follow every cut (settable: a new fit's optimizer)."""
+        return self.surgeon.optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
+        self.surgeon.set_optimizer(optimizer)
+
+    def add_twin(self, twin: nn.Module) -> None:
+        """Prune `twin` in step with the model from the next cut on: the copy of the model it holds
+        (itself, `.module` of an `AveragedModel` or timm's `ModelEmaV3`, ...) loses the same channels.
+        Raises AdpruneError when it holds no copy of the model at its current widths."""
+        self.surgeon.add_twin(twin)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready state that the next epochs depend on: the trigger, events, ledger, whether
@@ -173,12 +188,9 @@ class ADPruner:
 
     def _new_monitor(self) -> DensityMonitor:
         return DensityMonitor(
-            self.model,
-            self.groups,
-            entry=self.entry,
-            process_group=self.process_group,
-            every=self.density_every,
-        )
+            self.model, self.groups, entry=self.entry,
+            process_group=self.process_group, every=self.density_every,
+        )  # fmt: skip
 
     def _find_groups(self):
         """The prunable groups of the traced model; records every skipped group in `skipped`."""
@@ -368,15 +380,8 @@ class ADPruner:
             )
         before, params_before = self.widths, count_parameters(self.model)
         self.monitor.detach()
-        prune_groups(
-            self.model,
-            self.graph,
-            self.groups,
-            remove,
-            self.optimizer,
-            reinit=self.mode == "reinit",
-            init=self.init,
-        )
+        _, refused = self.surgeon.cut(self.graph, self.groups, remove)
+        self.skipped.update(refused)
         self.groups = self._find_groups()
         self.monitor = self._new_monitor()
         self.trigger.reset()

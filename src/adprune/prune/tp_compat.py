@@ -7,15 +7,22 @@ the rest of `adprune.prune` builds graphs only through `build_graph`.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning import _helpers
 from torch_pruning.dependency import index_mapping
+from torch_pruning.dependency.dependency import Dependency
 
-from .modes import eval_mode
+from .modes import eval_mode, every_parameter_traced, plain_forward
 
 _CONV = nn.modules.conv._ConvNd
+SEARCH_SECONDS = 60.0
+"""How long listing a model's channel groups may take in all; roots not searched by then are left alone."""
+ROOT_SEARCH_SECONDS = 10.0
+"""How long the search for the channels coupled to one root layer may take."""
 _MAPPINGS = {
     tp.ops.OPTYPE.CONCAT: index_mapping.update_concat_index_mapping,
     tp.ops.OPTYPE.SPLIT: index_mapping.update_split_index_mapping,
@@ -40,16 +47,26 @@ class _Graph(tp.DependencyGraph):
       `opaque_nodes` (node -> what it is) instead of being mapped as if channel i stayed channel i,
       or of leaving no graph at all; every group that reaches one is skipped.
     - A root layer whose group cannot be followed is recorded in `failed_roots` (module -> reason)
-      instead of ending the listing of all groups.
+      instead of ending the listing of all groups; so is one whose search runs past
+      `ROOT_SEARCH_SECONDS` (Torch-Pruning revisits a layer once per distinct set of indices that
+      reaches it, which never ends on models that slice and re-join channels many times, such as
+      ReXNet and DPN), and every root left when the listing has run `SEARCH_SECONDS`.
     - Torch-Pruning refreshes every index mapping of the graph for each group it builds, which
       makes listing the groups of a DenseNet quadratic; here the refresh only runs when a parameter
       changed its shape (a prune) since the last one.
+    - Torch-Pruning grows a group by propagating a set of indices again whenever it differs from
+      every set that reached a layer before, then merges the items pairwise: on models that slice
+      and re-join channels (ReXNet, DPN) both explode (minutes, or no end). Index mappings act on
+      each index alone, so here each index is propagated once per layer and pruning function, which
+      gives the same group (one item per layer and function, each index once, with the first root
+      index that reached it, as Torch-Pruning's merge keeps).
     """
 
     def build_dependency(self, model, example_inputs, **kwargs):
         self.opaque_nodes: dict = {}
         self.failed_roots: dict = {}
         self._mapped_shapes = None
+        self._search_end = math.inf
         try:
             super().build_dependency(model, example_inputs, **kwargs)
         except Exception as exc:
@@ -116,37 +133,84 @@ class _Graph(tp.DependencyGraph):
         return tuple(p.shape for m in self._all_modules for p in m._parameters.values() if p is not None)
 
     def get_pruning_group(self, module, pruning_fn, idxs):
+        """Torch-Pruning's group of the layers coupled to `idxs` of `module` under `pruning_fn`, grown
+        with each index propagated once per layer (see the class docstring)."""
+        if module not in self.module2node:
+            raise ValueError(f"Module {module} is not in the dependency graph.")
         shapes = self._shapes()
-        if shapes != self._mapped_shapes or module not in self.module2node:
+        if shapes != self._mapped_shapes:
+            index_mapping.update_index_mapping(self)
             self._mapped_shapes = shapes
-            return super().get_pruning_group(module, pruning_fn, idxs)
-        # Torch-Pruning refreshes the mappings of every node in `module2node` before it builds the
-        # group and then only reads the root's node: show it just that node, whose refresh is a no-op.
-        nodes = self.module2node
-        self.module2node = {module: nodes[module]}
-        try:
-            return super().get_pruning_group(module, pruning_fn, idxs)
-        finally:
-            self.module2node = nodes
+        if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels > 1:
+            pruning_fn = tp.pruner.function.prune_depthwise_conv_out_channels
+        root = self.module2node[module]
+        start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
+        reached = {(root, pruning_fn): (Dependency(pruning_fn, pruning_fn, root, root), start, set(start))}
+        pending = [(next(iter(reached.values()))[0], start)]
+        while pending:
+            if time.monotonic() > self._search_end:
+                raise SearchTimeout(
+                    f"Torch-Pruning's search for the layers coupled to it ran past {ROOT_SEARCH_SECONDS:g} s"
+                )
+            dep, indices = pending.pop()
+            for next_dep in dep.target.dependencies:
+                if not next_dep.is_triggered_by(dep.handler):
+                    continue
+                mapped = indices
+                for mapping in next_dep.index_mapping:
+                    if mapping is not None:
+                        mapped = mapping(mapped)
+                key = (next_dep.target, next_dep.handler)
+                seen = reached.setdefault(key, (next_dep, [], set()))
+                fresh = [i for i in dict.fromkeys(mapped) if i not in seen[2]]
+                if fresh:
+                    seen[1].extend(fresh)
+                    seen[2].update(fresh)
+                    pending.append((next_dep, fresh))
+        group = tp.dependency.Group()
+        ignored = {id(p) for p in self.ignored_params}
+        for dep, indices, _ in reached.values():
+            target = dep.target.module
+            if not indices or (isinstance(target, nn.Parameter) and id(target) in ignored):
+                continue
+            first = {}  # one item per index, with the first root index that reached it
+            for index in indices:
+                first.setdefault(index.idx, index)
+            first = list(first.values())
+            item = _helpers.GroupItem(dep=dep, idxs=[i.idx for i in first])
+            item.root_idxs = [i.root_idx for i in first]
+            group.add_dep(item.dep, item.idxs)
+            group.items[-1] = item
+        group._DG = self
+        return group
 
     def get_all_groups(self, ignored_layers=(), root_module_types=(_CONV, nn.Linear)):
         """Torch-Pruning's `get_all_groups`, recording a root whose group fails in `failed_roots`."""
         ignored = set(ignored_layers) | set(self.IGNORED_LAYERS_IN_TRACING)
         visited = set()
         self.failed_roots = {}
+        end = time.monotonic() + SEARCH_SECONDS
         for module in list(self.module2node):
             if not isinstance(module, tuple(root_module_types)) or module in ignored or module in visited:
                 continue
             pruner = self.get_pruner_of_module(module)
             if pruner is None or pruner.get_out_channels(module) is None:
                 continue
+            if time.monotonic() > end:
+                self.failed_roots[module] = SearchTimeout(
+                    f"not searched: listing the model's channel groups ran past {SEARCH_SECONDS:g} s"
+                )
+                continue
             try:
+                self._search_end = min(end, time.monotonic() + ROOT_SEARCH_SECONDS)
                 group = self.get_pruning_group(
                     module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
                 )
             except Exception as exc:
                 self.failed_roots[module] = exc
                 continue
+            finally:
+                self._search_end = math.inf
             prunable = True
             for dep, _ in group:
                 if self.is_out_channel_pruning_fn(dep.handler):
@@ -154,6 +218,10 @@ class _Graph(tp.DependencyGraph):
                     prunable = prunable and dep.target.module not in ignored
             if prunable:
                 yield group
+
+
+class SearchTimeout(Exception):
+    """Torch-Pruning's search for a group ran past its time limit."""
 
 
 def _reshape_shapes(fn) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -171,7 +239,10 @@ def _keeps_channels(before: tuple[int, ...], after: tuple[int, ...]) -> bool:
     flattens (N, C, H, W) for a classifier or undoes that, or folds the leading dims of a
     channels-last tensor into the batch dim or back (a linear layer reading (N, H, W, C) or
     (N, L, C) as (N * H * W, C)). A channel shuffle's views split or merge the channel dim: False;
-    so is any other reshape that keeps the batch dim but regroups dim 1."""
+    so is any other reshape that keeps the batch dim but regroups dim 1. A vector of one value per
+    channel shaped to broadcast over channels (ConvNeXt's layer scale, `[C]` to `[1, C, 1, 1]`) keeps them."""
+    if len(before) == 1:
+        return [d for d in after if d != 1] == list(before) and len(after) > 1
     if len(before) < 2 or len(after) < 2:
         return False
     if before[:2] == after[:2]:
@@ -192,6 +263,9 @@ def _raised_in(exc: BaseException, filename: str) -> bool:
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """Trace `model` once on `example_input` (no gradients kept) and return Torch-Pruning's graph."""
-    with eval_mode(model), torch.enable_grad():
+    """Trace `model` once on `example_input` (no gradients kept) and return Torch-Pruning's graph.
+
+    Frozen layers, compiled submodules and reentrant activation checkpoints are traced as plain
+    layers (`modes.every_parameter_traced`, `modes.plain_forward`)."""
+    with eval_mode(model), torch.enable_grad(), plain_forward(), every_parameter_traced(model):
         return _Graph().build_dependency(model, example_inputs=example_input, verbose=False)

@@ -36,8 +36,8 @@ from ..limits import (
     MAX_PARAMETERS,
     MAX_WIDTH_MULTIPLIER,
 )
-from ..prune.surgery import shrink_to_widths
 from .atomic import atomic_write_bytes, atomic_write_json
+from .pruned_files import shrink_to_record
 
 MODEL_FILE = "model.safetensors"
 ARCH_FILE = "arch.json"
@@ -71,8 +71,14 @@ def _is_number(value: object) -> bool:
 
 
 def _known_model(name: str) -> bool:
-    from ..models import TV_PREFIX, model_names
+    from ..models import TIMM_PREFIX, TV_PREFIX, model_names
 
+    if name.startswith(TIMM_PREFIX):  # without timm installed, building it says how to install it
+        try:
+            import timm
+        except ImportError:
+            return True
+        return timm.is_model(name[len(TIMM_PREFIX) :])
     if name.startswith(TV_PREFIX):
         return name[len(TV_PREFIX) :].lower() in torchvision.models.list_models(module=torchvision.models)
     return name.lower() in model_names()
@@ -160,11 +166,11 @@ def build_dense(arch: Mapping[str, Any], device: torch.device | str = "cpu") -> 
 def _check_size(arch: Mapping[str, Any], path: Path) -> None:
     """Refuse a model whose dense form has more than `MAX_PARAMETERS` parameters, counted on `meta`.
 
-    Only our own models scale with `width`; a torchvision model's size is fixed by its name.
+    Only our own models scale with `width`; a torchvision or timm model's size is fixed by its name.
     """
-    from ..models import TV_PREFIX
+    from ..models import TIMM_PREFIX, TV_PREFIX
 
-    if arch["model"].startswith(TV_PREFIX):
+    if arch["model"].startswith((TV_PREFIX, TIMM_PREFIX)):
         return
     count = sum(p.numel() for p in build_dense(arch, "meta").parameters())
     if count > MAX_PARAMETERS:
@@ -199,9 +205,9 @@ def load(run_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     arch_path, path = Path(run_dir) / ARCH_FILE, Path(run_dir) / MODEL_FILE
     _check_size(arch, arch_path)
     model = build_dense(arch, "cpu")
-    example = torch.zeros(1, arch["in_channels"], arch["image_size"], arch["image_size"])
+    example_shape = [1, arch["in_channels"], arch["image_size"], arch["image_size"]]
     try:
-        shrink_to_widths(model, example, arch["widths"])
+        shrink_to_record(model, {"widths": arch["widths"], "example_shape": example_shape})
     except AdpruneError as exc:
         raise AdpruneError(f"{arch_path}: {exc}; the run directory is damaged") from None
     state = _read_weights(path)

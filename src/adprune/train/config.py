@@ -41,8 +41,8 @@ class TrainConfig:
     out: str = option(help="run directory to create (required unless --resume)")
     model: str = option(
         "vgg11",
-        help="vgg11|vgg13|vgg16|vgg19|resnet18|resnet34, or tv:NAME for a torchvision classification "
-        "model, e.g. tv:resnet50",
+        help="vgg11|vgg13|vgg16|vgg19|resnet18|resnet34, tv:NAME for a torchvision classification "
+        "model (e.g. tv:resnet50), or timm:NAME for a timm model (e.g. timm:resnet18d; needs adprune[timm])",
     )
     width: float = option(
         1.0, help="channel multiplier for our VGG/ResNet", low=0, high=MAX_WIDTH_MULTIPLIER, low_open=True
