@@ -258,3 +258,20 @@ def test_reentrant_activation_checkpointing_is_traced_and_measured():
     assert all(pruner.widths[name] < width for name, width in GROUPS.items())
     assert pruner.ledger[0].train_flops == 16 * plain_pruner.model_costs()[1]
     train(model, optimizer)
+
+
+def test_a_data_parallel_wrapper_is_refused_in_one_line_that_says_what_to_pass():
+    model = nn.DataParallel(Net())
+    with pytest.raises(AdpruneError, match=r"wrapped in DataParallel: build the pruner on the module inside"):
+        ADPruner(model, batch()[0], torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_a_refused_cut_leaves_the_pruner_counting():
+    model = Net()
+    optimizer = Preconditioned(model.parameters(), lr=0.1)
+    pruner = ADPruner(model, batch()[0], optimizer, trigger=[0], fade=0)
+    train(model, optimizer)
+    with pytest.raises(AdpruneError, match="precond"):
+        pruner.epoch_end(0)
+    train(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert pruner.monitor.samples_seen == 32  # still counting (the failed epoch_end closed no window)

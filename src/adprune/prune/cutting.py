@@ -40,20 +40,19 @@ class Surgeon:
     ) -> None:
         self.model = model
         self.example_input = example_input
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.set_optimizer(optimizer)
         self.mode = mode
         self.init = init
         self.ignore = ignore
         self.check = check
         self.twins: list[nn.Module] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.set_optimizer(optimizer)
 
     def set_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
         """Make `optimizer` the one the cuts carry over to; AdpruneError when its state could not follow
         a prune (`remap.check_optimizer_state`)."""
-        if optimizer is not None:
-            check_optimizer_state(optimizer, {id(p): n for n, p in self.model.named_parameters()})
         self.optimizer = optimizer
+        self.check_ready()
 
     def add_twin(self, twin: nn.Module) -> None:
         """Cut `twin`'s copy of the model with the model from now on (`twins.mirror_of`); a twin that is
@@ -73,6 +72,14 @@ class Surgeon:
         ignore = [names[m] for m in self.ignore if m in names]
         return find_unprunable(self.model, self.example_input, groups, ignore, removal=removal)
 
+    def check_ready(self) -> None:
+        """Raise AdpruneError when a cut could not follow through: a twin that no longer mirrors the
+        model, or optimizer state that cannot be sliced (`remap.check_optimizer_state`)."""
+        for mirror in self.twins:
+            check_in_step(mirror, self.model)
+        if self.optimizer is not None and self.mode != "reinit":
+            check_optimizer_state(self.optimizer, {id(p): n for n, p in self.model.named_parameters()})
+
     def cut(
         self, graph: tp.DependencyGraph, groups: list[ChannelGroup], remove: Mapping[str, list[int]]
     ) -> tuple[Cut, dict[str, str]]:
@@ -80,8 +87,7 @@ class Surgeon:
         place; the `Cut`, and the groups refused because their cut would break the model (with why).
         Raises AdpruneError before anything changes when a twin no longer mirrors the model or the
         optimizer's state cannot follow the prune."""
-        for mirror in self.twins:
-            check_in_step(mirror, self.model)
+        self.check_ready()
         refused = self.unprunable(groups, remove)
         for name, reason in refused.items():
             warnings.warn(f"channel group {name} keeps its width: {reason}", stacklevel=5)

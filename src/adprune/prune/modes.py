@@ -9,6 +9,8 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from ..errors import AdpruneError
+
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
@@ -26,6 +28,18 @@ def uncompiled(module: nn.Module) -> nn.Module:
     """The module a `torch.compile` wrapper compiles (its `_orig_mod`), or `module` itself."""
     inner = getattr(module, "_orig_mod", None)
     return inner if type(module).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else module
+
+
+def module_to_prune(model: nn.Module) -> nn.Module:
+    """The module ADPruner edits: `model`, or the module a `torch.compile` wrapper compiles. Raises
+    AdpruneError for a DataParallel or DistributedDataParallel wrapper, which holds the parameters a
+    cut replaces and must be rebuilt around the pruned module."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        raise AdpruneError(
+            f"model is wrapped in {type(model).__name__}: build the pruner on the module inside "
+            "(ADPruner(ddp.module, ...)) and wrap the module again after every prune"
+        )
+    return uncompiled(model)
 
 
 def _run_inline(function, preserve_rng_state, *args):

@@ -20,7 +20,7 @@ from .events import EpochCost, PendingPrune, PruneEvent
 from .fade import ChannelFade
 from .groups import find_groups
 from .importance import Importance, channel_scores
-from .modes import entry_module, uncompiled
+from .modes import entry_module, module_to_prune
 from .options import NO_OPTIMIZER, method_default
 from .selection import removal
 from .tp_compat import build_graph
@@ -101,7 +101,7 @@ class ADPruner:
         self.trigger, self.widths_policy, self.importance = resolve_pruner_options(
             {k: v for k, v in locals().items() if k not in ("self", "model", "example_input", "optimizer")}
         )
-        model = uncompiled(model)
+        model = module_to_prune(model)
         if not isinstance(model, nn.Module):
             raise AdpruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not torch.is_tensor(example_input):
@@ -379,6 +379,7 @@ class ADPruner:
                 stacklevel=3,
             )
         before, params_before = self.widths, count_parameters(self.model)
+        self.surgeon.check_ready()  # before anything changes
         self.monitor.detach()
         _, refused = self.surgeon.cut(self.graph, self.groups, remove)
         self.skipped.update(refused)
