@@ -6,11 +6,14 @@ The model is written the way users write one (functional ReLUs, a residual block
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.checkpoint import checkpoint
@@ -18,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 import adprune
 from adprune import ADPruner
 from adprune.errors import AdpruneError
+from adprune.prune.remap import KeptIndices
 
 
 class Block(nn.Module):
@@ -275,3 +279,30 @@ def test_a_refused_cut_leaves_the_pruner_counting():
         pruner.epoch_end(0)
     train(model, torch.optim.SGD(model.parameters(), lr=0.1))
     assert pruner.monitor.samples_seen == 32  # still counting (the failed epoch_end closed no window)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), data=st.data())
+def test_kept_indices_recover_any_slicing_and_slice_factored_state_alike(shape, data):
+    shape = tuple(shape)
+    kept = [sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))) for n in shape]
+    old = torch.arange(math.prod(shape), dtype=torch.float64).view(shape)
+    new = old
+    for dim, indices in enumerate(kept):
+        new = new.index_select(dim, torch.tensor(indices))
+    indices = KeptIndices.from_flat(new.flatten(), shape, new.shape)
+    assert [k.tolist() for k in indices.per_dim] == kept
+    assert torch.equal(indices.slice(old), new)
+    row = old.sum(-1, keepdim=True)  # Adafactor's row variance: the last dim broadcast
+    assert torch.equal(indices.slice(row), _sliced(row, kept[:-1]))
+
+
+def _sliced(tensor, kept):
+    for dim, indices in enumerate(kept):
+        tensor = tensor.index_select(dim, torch.tensor(indices))
+    return tensor
+
+
+def test_kept_indices_refuse_elements_that_no_slicing_keeps():
+    with pytest.raises(AdpruneError, match="not whole rows and columns"):
+        KeptIndices.from_flat(torch.tensor([0.0, 1.0, 3.0, 5.0]), (2, 3), (2, 2))

@@ -46,26 +46,23 @@ class KeptIndices:
         whose element k was the old tensor's element `flat[k]` (row-major). Raises AdpruneError when
         the kept elements are not a product of per-dim indices (no slicing made them)."""
         old_shape, new_shape = tuple(old_shape), tuple(new_shape)
-        flat = flat.detach().long().cpu().view(new_shape) if new_shape else flat.long().cpu()
-        coords = torch.unravel_index(flat, old_shape) if old_shape else ()
-        per_dim = []
-        for d, coord in enumerate(coords):
-            line = coord.movedim(d, 0).reshape(coord.shape[d], -1)[:, 0] if coord.numel() else coord.flatten()
-            per_dim.append(line.contiguous())
-        kept = cls(old_shape, tuple(per_dim))
-        if math.prod(new_shape) and not torch.equal(kept.flat(), flat.flatten()):
+        if old_shape == new_shape:  # not sliced (most tensors at a prune): nothing to read
+            return cls(old_shape, tuple(torch.arange(n) for n in old_shape))
+        if len(old_shape) != len(new_shape):
+            raise AdpruneError(f"a prune turned a {list(old_shape)} tensor into a {list(new_shape)} one")
+        flat = flat.detach().long().cpu().view(new_shape)
+        strides = [math.prod(old_shape[d + 1 :]) for d in range(len(old_shape))]
+        per_dim, product = [], torch.zeros((), dtype=torch.long)
+        for d, (size, stride) in enumerate(zip(old_shape, strides, strict=True)):
+            line = flat.movedim(d, 0).reshape(new_shape[d], -1)[:, 0]  # along dim d, first of the others
+            kept = (line // stride) % size
+            per_dim.append(kept)
+            product = product + (kept * stride).view([-1 if i == d else 1 for i in range(len(old_shape))])
+        if not torch.equal(product, flat):
             raise AdpruneError(
                 f"the prune kept elements of a {list(old_shape)} tensor that are not whole rows and columns"
             )
-        return kept
-
-    def flat(self) -> torch.Tensor:
-        """The row-major old index of every kept element."""
-        if not self.per_dim:
-            return torch.zeros(1, dtype=torch.long)
-        grids = torch.meshgrid(*self.per_dim, indexing="ij")
-        strides = [math.prod(self.old_shape[d + 1 :]) for d in range(len(self.old_shape))]
-        return sum(g * s for g, s in zip(grids, strides, strict=True)).flatten()
+        return cls(old_shape, tuple(per_dim))
 
     def changed(self) -> bool:
         """Whether the prune removed anything."""
