@@ -150,3 +150,70 @@ def test_the_shipped_configurations_are_valid():
             assert set(config.methods) >= every_method
         else:  # a variant answers one question: ADP against a peer inside the same bench run
             assert "adp-inherit" in config.methods and set(config.methods) - {"adp-inherit", "adp-reinit"}
+
+
+@pytest.fixture(scope="module")
+def frontier(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frontier")
+    train = {**TRAIN, "epochs": 4, "prune_at": [1, 2], "max_prunes": 2}
+    config = BenchConfig(
+        name="front", train=train, methods=["dense", "adp-inherit", "uniform", "l1-filter", "train-prune-finetune"],
+        frontier=[1, 2], finetune_epochs=1,
+    )  # fmt: skip
+    result = run_bench(config, root / "runs", root / "results", log=lambda _: None)
+    return root, result
+
+
+def test_a_frontier_runs_adp_at_each_prune_count_with_every_peer_at_its_size(frontier):
+    root, result = frontier
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == [
+        "dense", "adp-inherit-p1", "adp-inherit-p2", "uniform-p1", "uniform-p2", "l1-filter-p1", "l1-filter-p2",
+        "train-prune-finetune-p1", "train-prune-finetune-p2",
+    ]  # fmt: skip
+    assert rows["adp-inherit-p1"]["prune_epochs"] == [[1]] and rows["adp-inherit-p2"]["prune_epochs"] == [
+        [1, 2]
+    ]
+    assert rows["adp-inherit-p2"]["params"] < rows["adp-inherit-p1"]["params"]
+    for level in (1, 2):
+        adp = _summary(rows[f"adp-inherit-p{level}"]["runs"][0])
+        assert _summary(rows[f"l1-filter-p{level}"]["runs"][0])["widths"] == adp["widths"]
+        assert _summary(rows[f"train-prune-finetune-p{level}"]["runs"][0])["widths"] == adp["widths"]
+        assert (
+            rows[f"uniform-p{level}"]["family"] == "uniform" and rows[f"uniform-p{level}"]["level"] == level
+        )
+    assert (root / "results" / "front.png").read_bytes().startswith(b"\x89PNG")
+    table = (root / "results" / "front.md").read_text()
+    assert "![Test accuracy against parameters, inference MACs and training FLOPs](front.png)" in table
+    frontier_line = next(line for line in table.splitlines() if line.startswith("| 2 |"))
+    assert f"{100 * rows['l1-filter-p2']['test_acc']:.2f}" in frontier_line
+
+
+def test_the_frontier_names_each_methods_largest_compression_within_1_and_3_points(frontier):
+    _, result = frontier
+    for family in ("adp-inherit", "uniform", "l1-filter", "train-prune-finetune"):
+        members = [r for r in result["rows"] if r["family"] == family]
+        for points in (1, 3):
+            within = [r for r in members if r["acc_delta_pts"] >= -points]
+            best = max(within, key=lambda r: r["params_x"]) if within else None
+            got = result["reach"][family][str(points)]
+            assert (got and got["row"]) == (best and best["method"])
+
+
+def test_train_prune_finetune_starts_from_the_dense_run_and_is_charged_for_it(frontier):
+    _, result = frontier
+    rows = {r["method"]: r for r in result["rows"]}
+    dense_run, tpf_run = rows["dense"]["runs"][0], rows["train-prune-finetune-p2"]["runs"][0]
+    dense, tpf = _summary(dense_run), _summary(tpf_run)
+    config = json.loads((Path(tpf_run) / "config.json").read_text())
+    assert config["start_from"] == dense_run and config["importance"] == "l1" and config["epochs"] == 1
+    assert config["lr"] == TRAIN.get("lr", 0.05) / 10
+    own = sum(
+        json.loads(line)["train_flops"] for line in (Path(tpf_run) / "metrics.jsonl").read_text().splitlines()
+    )
+    assert tpf["train_flops_total"] == dense["train_flops_total"] + own
+    for key in ("train", "eval"):
+        assert tpf["wall_s"][key] > dense["wall_s"][key]
+    assert tpf["started_from"]["run"] == dense_run
+    assert tpf["started_from"]["train_flops_total"] == dense["train_flops_total"]
+    assert rows["train-prune-finetune-p2"]["train_flops_total_x"] < 1  # the pipeline costs more than dense

@@ -156,6 +156,12 @@ def test_a_parameter_target_is_met_by_one_global_ranking():
         ({}, ["--bn-l1", "-1"], "--bn-l1 must be in [0, 1"),
         ({}, ["--importance", "taylor"], "invalid choice: 'taylor'"),
         ({"w.json": {"nope": 3}}, ["--initial-widths", "{tmp}/w.json"], "model does not have: nope"),
+        ({}, ["--start-from", "{tmp}/absent"], "--start-from {tmp}/absent: no summary.json there"),
+        (
+            {"w.json": {"features.0": 2}},
+            ["--start-from", "{tmp}", "--initial-widths", "{tmp}/w.json"],
+            "give --importance l1 or bn_scale (got density)",
+        ),
     ],
 )
 def test_bad_peer_method_options_are_one_line_and_exit_2(tmp_path, capsys, files, args, fragment):
@@ -164,8 +170,26 @@ def test_bad_peer_method_options_are_one_line_and_exit_2(tmp_path, capsys, files
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     code = main(["train", "--subset", "64", "--epochs", "3", "--out", str(tmp_path / "run"), *args])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert code == 2 and len(err) == 1 and fragment.replace("{tmp}", str(tmp_path)) in err[0], err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_shrinking_a_trained_model_by_l1_keeps_the_largest_filters_and_their_weights():
+    torch.manual_seed(3)
+    model = _vgg()
+    nn.init.uniform_(model.features[1].weight)
+    original = dict(copy.deepcopy(model).named_modules())
+    graph = build_graph(model, EXAMPLE)
+    norms = {g.name: weight_scores(graph, g, "l1") for g in find_groups(graph)}
+    shrink_to_widths(model, EXAMPLE, {"features.0": 3, "features.4": 5}, by="l1")
+    kept0 = sorted(torch.topk(norms["features.0"], 3).indices.tolist())
+    kept4 = sorted(torch.topk(norms["features.4"], 5).indices.tolist())
+    assert kept0 != [0, 1, 2]  # not simply the first channels
+    modules = dict(model.named_modules())
+    assert torch.equal(modules["features.0"].weight, original["features.0"].weight[kept0])
+    assert torch.equal(modules["features.1"].weight, original["features.1"].weight[kept0])
+    assert torch.equal(modules["features.4"].weight, original["features.4"].weight[kept4][:, kept0])
+    assert torch.equal(modules["features.8"].weight, original["features.8"].weight[:, kept4])
 
 
 def test_entropy_keeps_the_channels_that_fire_about_half_the_time():

@@ -12,7 +12,12 @@ from ..runs.rundir import read_json
 from ..train.config import TrainConfig
 from ..train.config_file import validate_config
 
-METHODS = ("dense", "adp-inherit", "adp-reinit", "adp-early-k", "uniform", "slimming", "l1-filter")
+METHODS = (
+    "dense", "adp-inherit", "adp-reinit", "adp-early-k", "uniform", "slimming", "l1-filter",
+    "train-prune-finetune",
+)  # fmt: skip
+MATCHED = ("uniform", "slimming", "l1-filter", "train-prune-finetune")
+"""The methods that aim at `adp-inherit`'s outcome of the same seed (and prune count, on a frontier)."""
 RUN_ONLY_OPTIONS = ("out", "overwrite", "progress", "report", "tensorboard")
 
 
@@ -27,6 +32,9 @@ class BenchConfig:
     slimming_l1: float = 1e-4
     seeds: int = 1
     description: str = ""
+    frontier: list[int] = field(default_factory=list)
+    finetune_epochs: int = 5
+    finetune_lr: float | None = None
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
@@ -69,6 +77,19 @@ def _check_bench_config(config: BenchConfig, path: Path) -> None:
         raise AdpruneError(f"{path}: seeds must be a whole number in 1..100, got {config.seeds!r}")
     if not (isinstance(config.slimming_l1, (int, float)) and 0 <= config.slimming_l1 <= 1):
         raise AdpruneError(f"{path}: slimming_l1 must be a number in [0, 1], got {config.slimming_l1!r}")
+    if not (isinstance(config.frontier, list) and all(_whole(k) and 1 <= k <= 100 for k in config.frontier)
+            and len(set(config.frontier)) == len(config.frontier)):  # fmt: skip
+        raise AdpruneError(
+            f"{path}: frontier must list distinct prune counts in 1..100 (one adp-inherit run each), "
+            f"got {config.frontier!r}"
+        )
+    if not (_whole(config.finetune_epochs) and 1 <= config.finetune_epochs <= 10_000):
+        raise AdpruneError(
+            f"{path}: finetune_epochs must be a whole number in 1..10000, got {config.finetune_epochs!r}"
+        )
+    lr = config.finetune_lr
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 100):
+        raise AdpruneError(f"{path}: finetune_lr must be a number in (0, 100] or null, got {lr!r}")
     base = base_train_config(config, "unused", 0)
     if not isinstance(config.early_k, list) or not all(
         _whole(k) and 1 <= k < base.epochs for k in config.early_k

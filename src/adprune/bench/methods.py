@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..prune.tp_compat import build_graph
 from ..runs.model_files import build_dense, read_arch
 from ..runs.rundir import SUMMARY_FILE, read_json
 from ..train.config import TrainConfig
-from .config import BenchConfig, base_train_config
+from .config import MATCHED, BenchConfig, base_train_config
 
 
 class NothingToMatch(AdpruneError):
@@ -57,20 +58,66 @@ def uniform_initial_widths(config: TrainConfig, adp_run: Path, target_params: in
     )
 
 
-def method_configs(
-    config: BenchConfig, method: str, runs_dir: Path, seed: int
-) -> list[tuple[str, Callable[[], TrainConfig]]]:
-    """The run(s) of `method` for `seed`: (row name, a function building its TrainConfig). The
-    functions of matched methods read `adp-inherit`'s finished run, so call them after it ran."""
-    adp_run = runs_dir / "adp-inherit" / f"seed-{seed}"
+@dataclass(frozen=True)
+class MethodRun:
+    """One row's run for one seed: its row name, its method, the prune count it stands at on a
+    frontier (None off a frontier) and a function building its TrainConfig."""
 
-    def make(name: str, **changes: Any) -> tuple[str, Callable[[], TrainConfig]]:
-        def build() -> TrainConfig:
-            base = base_train_config(config, runs_dir / name / f"seed-{seed}", seed)
-            resolved = {k: v() if callable(v) else v for k, v in changes.items()}
-            return dataclasses.replace(base, **resolved)
+    name: str
+    method: str
+    level: int | None
+    build: Callable[[], TrainConfig]
 
-        return name, build
+
+def row_name(method: str, level: int | None) -> str:
+    """The row (and run directory) name of `method` at frontier prune count `level`."""
+    return method if level is None else f"{method}-p{level}"
+
+
+def frontier_levels(config: BenchConfig, method: str) -> list[int | None]:
+    """The prune counts `method` runs at: every frontier count for adp-inherit and the methods
+    matched to it, else one run (None)."""
+    if config.frontier and method in ("adp-inherit", *MATCHED):
+        return list(config.frontier)
+    return [None]
+
+
+def method_configs(config: BenchConfig, method: str, runs_dir: Path, seed: int) -> list[MethodRun]:
+    """The run(s) of `method` for `seed`. The build functions of matched methods read the finished
+    `adp-inherit` run of the same prune count (and train-prune-finetune the dense run), so call them
+    after those ran."""
+    if method == "adp-early-k":  # one ADP prune after epoch k, one row per k
+        return [
+            MethodRun(name, method, None, _build(config, runs_dir / name / f"seed-{seed}", seed,
+                                                 prune="adp", prune_at=[k], max_prunes=1))
+            for k in config.early_k
+            for name in [f"adp-early-{k}"]
+        ]  # fmt: skip
+    return [
+        MethodRun(row_name(method, lv), method, lv, _method_build(config, method, runs_dir, seed, lv))
+        for lv in frontier_levels(config, method)
+    ]
+
+
+def _build(config: BenchConfig, out: Path, seed: int, **changes: Any) -> Callable[[], TrainConfig]:
+    """A function building the shared options for a run in `out`, changed by `changes` (a callable
+    value is called then, so it may read runs that finished since)."""
+
+    def build() -> TrainConfig:
+        resolved = {k: v() if callable(v) else v for k, v in changes.items()}
+        return dataclasses.replace(base_train_config(config, out, seed), **resolved)
+
+    return build
+
+
+def _method_build(
+    config: BenchConfig, method: str, runs_dir: Path, seed: int, level: int | None
+) -> Callable[[], TrainConfig]:
+    adp_run = runs_dir / row_name("adp-inherit", level) / f"seed-{seed}"
+    name = row_name(method, level)
+
+    def make(**changes: Any) -> Callable[[], TrainConfig]:
+        return _build(config, runs_dir / name / f"seed-{seed}", seed, **changes)
 
     def adp_summary() -> dict[str, Any]:
         return read_json(adp_run / SUMMARY_FILE)
@@ -78,30 +125,42 @@ def method_configs(
     # The peers follow adp-inherit's outcome, which its accuracy guard already vetted: they get every
     # option ADP gets (fading, re-warming) but no guard of their own, so they end at ADP's size.
     if method == "dense":
-        return [make("dense", prune="none", prune_at=None, max_drop=None)]
+        return make(prune="none", prune_at=None, max_drop=None)
     if method == "adp-inherit":
-        return [make("adp-inherit", prune="adp", mode="inherit")]
+        return make(prune="adp", mode="inherit", **({} if level is None else {"max_prunes": level}))
     if method == "adp-reinit":
-        return [make("adp-reinit", prune="adp", mode="reinit")]
-    if method == "adp-early-k":
-        return [make(f"adp-early-{k}", prune="adp", prune_at=[k], max_prunes=1) for k in config.early_k]
+        return make(prune="adp", mode="reinit")
     if method == "uniform":
 
         def widths() -> dict[str, int]:
-            target, _ = _adp_outcome(adp_summary(), "uniform")
+            target, _ = _adp_outcome(adp_summary(), name)
             return uniform_initial_widths(base_train_config(config, adp_run, seed), adp_run, target)
 
-        return [make("uniform", prune="none", prune_at=None, initial_widths=widths, max_drop=None)]
+        return make(prune="none", prune_at=None, initial_widths=widths, max_drop=None)
     if method == "slimming":
-        slim = make(
-            "slimming", prune="adp", importance="bn_scale", bn_l1=config.slimming_l1, max_prunes=1,
-            max_drop=None, target_params=lambda: _adp_outcome(adp_summary(), "slimming")[0],
-            prune_at=lambda: [decided_epoch(_adp_outcome(adp_summary(), "slimming")[1][-1])],
+        return make(
+            prune="adp", importance="bn_scale", bn_l1=config.slimming_l1, max_prunes=1,
+            max_drop=None, target_params=lambda: _adp_outcome(adp_summary(), name)[0],
+            prune_at=lambda: [decided_epoch(_adp_outcome(adp_summary(), name)[1][-1])],
         )  # fmt: skip
-        return [slim]
+    if method == "train-prune-finetune":
+        dense_run = runs_dir / "dense" / f"seed-{seed}"
+
+        def start_from() -> str:
+            _adp_outcome(adp_summary(), name)
+            if not (dense_run / SUMMARY_FILE).exists():
+                raise NothingToMatch(f"the dense run {dense_run} did not finish: {name} has no start")
+            return str(dense_run)
+
+        base_lr = base_train_config(config, adp_run, seed).lr
+        return make(
+            start_from=start_from, prune="none", prune_at=None, max_drop=None, importance="l1",
+            initial_widths=lambda: adp_summary()["widths"], epochs=config.finetune_epochs,
+            lr=config.finetune_lr if config.finetune_lr is not None else base_lr / 10,
+        )  # fmt: skip
 
     def schedule() -> dict[str, dict[str, int]]:
-        _, prunes = _adp_outcome(adp_summary(), "l1-filter")
+        _, prunes = _adp_outcome(adp_summary(), name)
         return {str(decided_epoch(p)): p["widths_after"] for p in prunes}
 
-    return [make("l1-filter", prune="adp", importance="l1", width_schedule=schedule, max_drop=None)]
+    return make(prune="adp", importance="l1", width_schedule=schedule, max_drop=None)

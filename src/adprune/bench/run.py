@@ -31,8 +31,9 @@ from ..runs.rundir import CONFIG_FILE, SUMMARY_FILE, read_json
 from ..train.config import TrainConfig
 from ..train.config_file import validate_config
 from ..train.loop import print_now, train
-from .config import METHODS, RUN_ONLY_OPTIONS, BenchConfig
-from .methods import NothingToMatch, method_configs
+from .config import MATCHED, METHODS, RUN_ONLY_OPTIONS, BenchConfig
+from .frontier import frontier_png, reach
+from .methods import MethodRun, NothingToMatch, method_configs
 from .table import add_ratios, bench_row, environment, format_markdown
 
 
@@ -80,39 +81,53 @@ def run_bench(
     """
     runs_dir, results_dir = Path(runs_dir), Path(results_dir)
     methods = _order(config.methods)
-    needs_adp = {"uniform", "slimming", "l1-filter"} & set(methods)
-    run_methods = _order([*methods, "adp-inherit"]) if needs_adp else methods
-    shown = [name for method in methods for name, _ in method_configs(config, method, runs_dir, 0)]
+    needed = set(methods)
+    if set(MATCHED) & needed:
+        needed.add("adp-inherit")
+    if "train-prune-finetune" in needed:
+        needed.add("dense")
+    run_methods = _order(needed)
+    shown = {r.name: r for method in methods for r in method_configs(config, method, runs_dir, 0)}
     done: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     skipped: list[str] = []
     for seed in range(config.seeds):
         for method in run_methods:
-            for name, build in method_configs(config, method, runs_dir, seed):
+            for method_run in method_configs(config, method, runs_dir, seed):
+                name = method_run.name
                 try:
-                    train_config = build()
+                    train_config = method_run.build()
                 except NothingToMatch as exc:
                     skipped.append(f"{name}, seed {seed}: not run, {exc}")
                     log(f"bench {config.name}: {skipped[-1]}")
                     continue
                 log(f"bench {config.name}: {name}, seed {seed}")
                 done.setdefault(name, []).append((train_config.out, run_once(train_config, log)))
-                _write_result(config, done, [n for n in shown if n in done], results_dir, skipped)
-    return _write_result(config, done, [n for n in shown if n in done], results_dir, skipped)
+                _write_result(config, done, [r for n, r in shown.items() if n in done], results_dir, skipped)
+    return _write_result(config, done, [r for n, r in shown.items() if n in done], results_dir, skipped)
 
 
 def _write_result(
-    config: BenchConfig, done: dict[str, list], shown: Sequence[str], results_dir: Path, skipped: list[str]
+    config: BenchConfig,
+    done: dict[str, list],
+    shown: Sequence[MethodRun],
+    results_dir: Path,
+    skipped: list[str],
 ) -> dict[str, Any]:
-    rows = [bench_row(name, done[name]) for name in shown]
+    rows = [bench_row(r.name, done[r.name], r.method, r.level) for r in shown]
     add_ratios(rows)
-    summaries = [s for name in shown for _, s in done[name]]
+    summaries = [s for r in shown for _, s in done[r.name]]
     notes = [] if any(r["method"] == "dense" for r in rows) else ["no dense row: ratios are left out"]
     notes += skipped
     result = {
         "name": config.name, "description": config.description, "config": dataclasses.asdict(config),
         "environment": environment(summaries), "seeds": config.seeds, "rows": rows, "notes": notes,
     }  # fmt: skip
+    if any(r.get("acc_delta_pts") is not None for r in rows):
+        result["reach"] = reach(rows)
     results_dir.mkdir(parents=True, exist_ok=True)
+    png = frontier_png(result)
+    if png is not None:
+        atomic_write_bytes(results_dir / f"{config.name}.png", png)
     atomic_write_json(results_dir / f"{config.name}.json", result)
     atomic_write_bytes(results_dir / f"{config.name}.md", format_markdown(result).encode("utf-8"))
     return result

@@ -13,6 +13,7 @@ import torch
 
 from ..report.compare import human_number
 from ..report.figures import accuracy_delta_pts, times_fewer, training_wall_s
+from .frontier import level_lines, reach_lines
 
 # Horowitz, "Computing's energy problem", ISSCC 2014: 45 nm, 32-bit float.
 PJ_PER_MULTIPLY, PJ_PER_ADD = 3.7, 0.9
@@ -43,17 +44,22 @@ def worst_prune_drop_pts(summaries: Sequence[dict[str, Any]]) -> float | None:
     return max(drops) if drops else None
 
 
-def bench_row(method: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """One table row from the summaries of one method's runs (one per seed): means, and the accuracy's
-    sample standard deviation when there are several seeds. `wall_s` is the training wall time of
-    `report.figures.training_wall_s` (training, pruning and the validation decisions read, no test
-    evaluation). `worst_prune_drop_pts` is `worst_prune_drop_pts` over the seeds, `rollbacks` the
-    number of prunes the accuracy guard rolled back."""
+def bench_row(
+    name: str, runs: Sequence[tuple[str, dict[str, Any]]], family: str | None = None, level: int | None = None
+) -> dict[str, Any]:
+    """One table row `name` from the summaries of one method's runs (one per seed): means, and the
+    accuracy's sample standard deviation when there are several seeds. `family` is the method the row
+    belongs to (default: `name`) and `level` its prune count on a frontier (None off one). `wall_s`
+    is the training wall time of `report.figures.training_wall_s` (training, pruning and the
+    validation decisions read, no test evaluation). `worst_prune_drop_pts` is `worst_prune_drop_pts`
+    over the seeds, `rollbacks` the number of prunes the accuracy guard rolled back."""
     summaries = [s for _, s in runs]
     accuracies = [s["test_acc"] for s in summaries]
     flops = [s["train_flops_total"] for s in summaries]
     row = {
-        "method": method,
+        "method": name,
+        "family": family or name,
+        "level": level,
         "seeds": len(runs),
         "test_acc": statistics.fmean(accuracies),
         "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
@@ -115,6 +121,10 @@ def format_markdown(result: dict[str, Any]) -> str:
             _cell(r.get("worst_prune_drop_pts"), ".1f"), str(r.get("rollbacks", 0)),
         )  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines += level_lines(result) + reach_lines(result)
+    if result["rows"]:
+        caption = "Test accuracy against parameters, inference MACs and training FLOPs"
+        lines += ["", f"![{caption}]({result['name']}.png)"]
     env = result["environment"]
     lines += [
         "",

@@ -20,8 +20,9 @@ from torch import nn
 
 from ..errors import AdpruneError, summarize_exception
 from .groups import ChannelGroup, find_groups, prune_group
+from .importance import weight_scores
 from .remap import KeptIndices, check_optimizer_state, in_layout, layout_of, sliced_state
-from .selection import keep_first
+from .selection import group_removal, keep_first
 from .tp_compat import build_graph
 
 
@@ -208,11 +209,20 @@ def prune_groups(
     return Cut({n: k for n, k in kept.items() if k.changed()}, {n: c for n, c in changed.items() if c})
 
 
-def shrink_to_widths(model: nn.Module, example_input: torch.Tensor, widths: Mapping[str, int]) -> None:
-    """Prune a freshly built dense `model` so every channel group has the width given in `widths`.
+def shrink_to_widths(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    widths: Mapping[str, int],
+    *,
+    by: str | None = None,
+) -> None:
+    """Prune `model` so every channel group has the width given in `widths`.
 
-    The first channels of each group are kept (`selection.keep_first`): the widths fit the weights
-    saved with them, which are loaded afterwards. Raises AdpruneError for a width outside 1..the
+    Without `by` the first channels of each group are kept (`selection.keep_first`): how a freshly
+    built dense model takes the widths saved with its weights, which are loaded afterwards. With `by`
+    (`l1` or `bn_scale`) the channels the model's own weights score highest stay
+    (`importance.weight_scores`; a group without such a score keeps its first channels): how a
+    trained model is pruned once to given widths. Raises AdpruneError for a width outside 1..the
     group's width or a name that is not a group of the model.
     """
     graph = build_graph(model, example_input)
@@ -222,7 +232,9 @@ def shrink_to_widths(model: nn.Module, example_input: torch.Tensor, widths: Mapp
         target = widths.get(group.name, group.width)
         if not 1 <= target <= group.width:
             raise AdpruneError(f"width {target} for '{group.name}' is outside 1..{group.width}")
-        remove[group.name] = keep_first(group, target)
+        scores = None if by is None or target == group.width else weight_scores(graph, group, by)
+        chosen = keep_first(group, target) if scores is None else group_removal(group, scores, target)
+        remove[group.name] = chosen
     unknown = set(widths) - {g.name for g in groups}
     if unknown:
         raise AdpruneError(f"widths name groups the model does not have: {', '.join(sorted(unknown))}")

@@ -200,21 +200,16 @@ def _bench_cell(key: str, value: Any) -> str | tuple[str, str]:
 
 
 def _bench_section(bench: Bench, prefix: str, page: _Page, problems: list[str]) -> str:
-    points = []
     for i, row in enumerate(bench.rows):
-        label = str(row.get("method", f"row {i + 1}"))
         if not isinstance(row.get("test_acc"), (int, float)):
+            label = str(row.get("method", f"row {i + 1}"))
             problems.append(f"{bench.path}: row {label!r} has no test_acc, left off the plot")
-            continue
-        points.append(plots.Point(label, row["test_acc"], row.get("test_acc_std"), row.get("params"),
-                                  row.get("train_flops_total")))  # fmt: skip
     columns = [c for c in BENCH_COLUMNS if any(c in r for r in bench.rows)]
     columns += list(dict.fromkeys(k for r in bench.rows for k in r if k not in columns))
     table = html_table(columns, [[_bench_cell(c, r.get(c)) for c in columns] for r in bench.rows], "numeric")
-    png = plots.tradeoff(points, f"Bench {bench.name}: test accuracy against cost") if points else None
-    figure = (
-        "" if png is None else page.figure(f"{prefix}tradeoff.png", png, f"Bench {bench.name}: trade-off.")
-    )
+    png = plots.frontier(plots.frontier_lines(bench.rows), f"Bench {bench.name}: test accuracy against cost")
+    caption = f"Bench {bench.name}: test accuracy against parameters, inference MACs and training FLOPs."
+    figure = "" if png is None else page.figure(f"{prefix}tradeoff.png", png, caption)
     config = html.escape(json.dumps(bench.config, sort_keys=True)) if bench.config else "no config recorded"
     return (
         f"<section><h2>Bench {html.escape(bench.name)}</h2><p class='meta'>{html.escape(str(bench.path))}"

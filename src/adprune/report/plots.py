@@ -311,3 +311,76 @@ def tradeoff(points: Sequence[Point], title: str) -> bytes | None:
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(points), 4))
     return _png(fig)
+
+
+@dataclass
+class Line:
+    """One method across a frontier: its points' costs and accuracies (mean and seed spread)."""
+
+    label: str
+    params: Sequence[float]
+    macs: Sequence[float]
+    train_flops: Sequence[float]
+    acc: Sequence[float]
+    acc_std: Sequence[float | None]
+
+
+FRONTIER_PANELS = (
+    ("params", "parameters (final)"),
+    ("macs", "inference MACs per sample"),
+    ("train_flops", "training FLOPs (total)"),
+)
+
+
+def frontier(lines: Sequence[Line], title: str) -> bytes | None:
+    """Accuracy against parameters, inference MACs and training FLOPs: one line per method through its
+    points (ordered by cost), each with error bars of its seed spread; log cost axes. None without
+    any point."""
+    if not any(line.acc for line in lines):
+        return None
+    fig = _figure(5.2)
+    fig.suptitle(title)
+    axes = fig.subplots(1, len(FRONTIER_PANELS))
+    colours = _colours(len(lines), "viridis")
+    for ax, (attr, xlabel) in zip(axes, FRONTIER_PANELS, strict=True):
+        for i, line in enumerate(lines):
+            order = sorted(range(len(line.acc)), key=lambda k: getattr(line, attr)[k])
+            x = [getattr(line, attr)[k] for k in order]
+            y = [100 * line.acc[k] for k in order]
+            err = [100 * (line.acc_std[k] or 0.0) for k in order]
+            ax.errorbar(
+                x, y, yerr=err, capsize=3, label=line.label, color=colours[i],
+                marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                linewidth=1.8, markersize=7, markeredgecolor="black",
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(lines), 6))
+    return _png(fig)
+
+
+def frontier_lines(rows: Sequence[dict]) -> list[Line]:
+    """One `Line` per method of a bench's rows (their `family`, else `method`), in table order;
+    rows without a test accuracy or a cost are left out."""
+    by_family: dict[str, list[dict]] = {}
+    for row in rows:
+        if all(
+            isinstance(row.get(k), (int, float)) for k in ("test_acc", "params", "macs", "train_flops_total")
+        ):
+            by_family.setdefault(str(row.get("family") or row.get("method")), []).append(row)
+    return [
+        Line(
+            family,
+            [r["params"] for r in members],
+            [r["macs"] for r in members],
+            [r["train_flops_total"] for r in members],
+            [r["test_acc"] for r in members],
+            [r.get("test_acc_std") for r in members],
+        )
+        for family, members in by_family.items()
+    ]

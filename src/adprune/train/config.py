@@ -21,6 +21,7 @@ PRUNE_CHOICES = ("adp", "none")
 MAX_LR = 100.0
 PARSERS = ("epochs", "names", "json")
 LAYOUTS = ("auto", "channels-last", "contiguous")
+WEIGHT_IMPORTANCES = ("l1", "bn_scale")  # importances read from the weights alone, no densities
 
 
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **spec: Any) -> Any:
@@ -148,6 +149,14 @@ class TrainConfig:
         metavar="FILE",
         parser="json",
     )
+    start_from: str | None = option(
+        None,
+        help="a finished run directory: start from its final model (widths and weights) instead of a fresh "
+        "one and count its training cost (FLOPs, wall seconds, energy) into this run's totals; with "
+        "--initial-widths the channels kept are chosen by --importance l1 or bn_scale (fine-tuning after "
+        "training and pruning)",
+        metavar="RUN_DIR",
+    )
     bn_l1: float = option(
         0.0,
         help="L1 penalty on BatchNorm scales until the first prune (Network Slimming; e.g. 1e-4)",
@@ -215,6 +224,11 @@ class TrainConfig:
                 )
             self._check_widths(f"width schedule epoch {epoch}", widths)
         self._check_widths("initial widths", self.initial_widths or {})
+        if self.start_from is not None and self.initial_widths and self.importance not in WEIGHT_IMPORTANCES:
+            raise AdpruneError(
+                f"--initial-widths with --start-from chooses the channels a trained model keeps by its "
+                f"weights: give --importance {' or '.join(WEIGHT_IMPORTANCES)} (got {self.importance})"
+            )
 
     @staticmethod
     def _check_widths(what: str, widths: dict[str, int]) -> None:

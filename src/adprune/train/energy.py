@@ -74,6 +74,10 @@ class EnergyMeter:
         self._ranges = [r / 1e6 for r in ranges]
         return lambda: [int((z / "energy_uj").read_text()) / 1e6 for z in readable]
 
+    def disable(self, why: str) -> None:
+        """Measure nothing from now on (`joules()` is None) and say `why` in `unavailable`."""
+        self._read, self._start, self.unavailable = None, None, why
+
     def start(self) -> None:
         """Start (or restart) the measurement."""
         if self._read is not None:

@@ -218,6 +218,7 @@ def _checkpoint(run: Run, epoch: int, energy_j: float | None) -> None:
         "widths": run.pruner.widths, "scheduler": run.scheduler.state_dict(),
         "pruner": run.pruner.state_dict(), "guard": run.guard.state_dict(), "rollbacks": run.rollbacks,
         "flops_extra": run.flops_extra, "wall_total": run.wall_total, "energy_j": energy_j,
+        "started_from": run.started_from,
     }  # fmt: skip
     save_training_state(run.out, epoch, run.model, run.optimizer, state, pinned=run.guard.rollback_points())
 
@@ -288,6 +289,7 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
         "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
         "prune_checks": [dataclasses.asdict(w) for w in run.guard.closed], "rollbacks": run.rollbacks,
         "decisions_read": _decisions_read(run.config), "hardware": run.hardware.to_dict(),
+        "started_from": run.started_from,
     }  # fmt: skip
     if run.ctx.is_main:
         save_model(run.out, run.model, _arch(run.config, run.splits), run.pruner.widths)

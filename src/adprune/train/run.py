@@ -36,6 +36,7 @@ from .energy import EnergyMeter
 from .guard import PruneGuard
 from .hardware import Hardware, apply_layout, resolve, training_module
 from .optimizers import bn_sparsity, make_optimizer
+from .start import StartPoint, carried_cost, check_fits, read_start, start_model
 
 
 @dataclass
@@ -67,7 +68,8 @@ class Run:
     hardware: Hardware = field(default_factory=lambda: Hardware(1, False, False))
     sparsity: tp.pruner.BNScalePruner | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
-    flops_extra: int = 0  # FLOPs outside the pruner's ledger: discarded epochs, norm recalibration
+    flops_extra: int = 0  # FLOPs outside the pruner's ledger: discarded epochs, the run started from
+    started_from: dict[str, Any] | None = None  # StartPoint.record() of --start-from
 
 
 def _check_model_options(config: TrainConfig) -> None:
@@ -141,7 +143,8 @@ def _trainables(
         shrink_to_widths(model, example, saved.state["widths"])
         model.load_state_dict(saved.model)
     elif config.initial_widths:
-        shrink_to_widths(model, example, config.initial_widths)
+        by = config.importance if config.start_from is not None else None
+        shrink_to_widths(model, example, config.initial_widths, by=by)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     trigger, widths = method_policies(config, round_to)
@@ -216,17 +219,23 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
     out = Path(config.out)
     if not resume:  # a used --out is refused before the dataset is read, and created only after
         _on_main_rank(ctx, lambda: refuse_used_run_dir(out, overwrite=config.overwrite), "use --out")
+    start = read_start(config.start_from) if config.start_from is not None and not resume else None
     splits = load_dataset(
         config.dataset, config.data_dir, download=config.download, subset=config.subset,
         image_size=config.image_size, val=config.val_split,
     )  # fmt: skip
+    if start is not None:
+        check_fits(start, config, splits)
     if not resume:
         _prepare_out(config, ctx)
     example = torch.zeros(2, *splits.input_shape, device=ctx.device)
     hardware = resolve(config.round_to, config.layout, config.compile, ctx.device)
     saved, parts = _newest_restorable(config, splits, ctx, example, hardware, log) if resume else (None, None)
     if parts is None:
-        parts = _trainables(config, _model(config, splits, ctx), example, None, hardware.round_to)
+        if config.start_from is not None and start is None:  # resumed before its first checkpoint
+            start = read_start(config.start_from)
+        model = _model(config, splits, ctx) if start is None else start_model(start, ctx.device)
+        parts = _trainables(config, model, example, None, hardware.round_to)
     apply_layout(parts.model, parts.optimizer, hardware)
     train_loader, test_loader, val_loader = _loaders(config, splits, ctx, hardware.channels_last)
     run = Run(
@@ -244,12 +253,27 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         if ctx.is_main:
             keep_metrics_until(out, 0)
         run.log(f"no checkpoint in {out} yet: starting it from epoch 1")
+    if saved is None and start is not None:
+        _carry_cost(run, start)
     if config.bn_l1 > 0 and not parts.pruner.events:
         run.sparsity = bn_sparsity(parts.model, example, config.bn_l1)
     run.energy.start()
     if run.energy.unavailable is not None:
         run.log(f"energy: not measured, {run.energy.unavailable}")
     return run, first_epoch
+
+
+def _carry_cost(run: Run, start: StartPoint) -> None:
+    """Count the training cost of the run `run` starts from into its totals. Energy is carried only
+    when both measured it: a total missing one of them would be no total."""
+    flops, wall, energy = carried_cost(start)
+    run.flops_extra += flops
+    for key, seconds in wall.items():
+        run.wall_total[key] = run.wall_total.get(key, 0.0) + seconds
+    run.started_from = start.record()
+    if energy is None:
+        run.energy.disable(f"the run it started from ({start.path}) measured no energy")
+    run.energy_before = energy
 
 
 def _restored(
@@ -320,6 +344,9 @@ def restore_run(run: Run, saved: TrainingState) -> int:
     run.guard.load_state_dict(saved.state.get("guard", {"open": [], "closed": []}))
     run.rollbacks = list(saved.state.get("rollbacks", []))
     run.flops_extra = int(saved.state.get("flops_extra", 0))
+    run.started_from = saved.state.get("started_from")
+    if run.started_from is not None and run.started_from["energy_j"] is None:
+        run.energy.disable(f"the run it started from ({run.started_from['run']}) measured no energy")
     run.wall_total = {"val": 0.0, **saved.state["wall_total"]}
     run.energy_before = saved.state["energy_j"]
     if run.ctx.is_main:
