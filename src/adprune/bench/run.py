@@ -13,6 +13,14 @@ The peer methods are matched to `adp-inherit`'s outcome of the same seed, so it 
 - `slimming`: Network Slimming: L1 on BatchNorm scales until `adp-inherit`'s last prune epoch, then
   one global BN-scale prune to `adp-inherit`'s parameter count, fine-tuned to the end of the budget.
 - `l1-filter`: L1-norm filter pruning to `adp-inherit`'s widths after the same epochs.
+- `train-prune-finetune`: the pipeline the reference claims to beat: the dense run's final weights
+  (the `dense` row, trained once) pruned once to `adp-inherit`'s final widths by filter L1 norm and
+  fine-tuned for `finetune_epochs` at `finetune_lr` (default: a tenth of the training lr); its
+  totals include the dense run's training cost (`--start-from`).
+
+With a `frontier` (a list of prune counts K) adp-inherit runs once per K (`--max-prunes K`, rows
+`adp-inherit-pK`) and every matched method once per K at that run's size (`uniform-pK`, ...); the
+result then names each method's largest compression within 1 and 3 points of dense (`frontier`).
 
 Finished runs are reused and interrupted ones resumed, so a bench that crashed continues where it
 stopped when run again.

@@ -25,9 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run ADP beside the dense baseline and the peer pruning methods",
         description=(
             "Train every method of a bench configuration (dense, adp-inherit, adp-reinit, adp-early-k, "
-            "uniform, slimming, l1-filter) on the same model, data, budget and seeds, one after another "
-            "in this process, and write RESULTS_DIR/NAME.json and NAME.md: accuracy, parameters, MACs, "
-            "training FLOPs, wall time, energy, each as a ratio to dense. Finished runs are reused and "
+            "uniform, slimming, l1-filter, train-prune-finetune) on the same model, data, budget and seeds, "
+            "one after another in this process, and write RESULTS_DIR/NAME.json, NAME.md and NAME.png: "
+            "accuracy, parameters, MACs, training FLOPs, wall time, energy, each as a ratio to dense, and "
+            "accuracy against each cost. A configuration's 'frontier' (prune counts) runs ADP once per "
+            "count with every matched peer at each of its sizes. Finished runs are reused and "
             "interrupted ones resumed when the bench is run again."
         ),
     )
