@@ -217,3 +217,18 @@ def test_train_prune_finetune_starts_from_the_dense_run_and_is_charged_for_it(fr
     assert tpf["started_from"]["run"] == dense_run
     assert tpf["started_from"]["train_flops_total"] == dense["train_flops_total"]
     assert rows["train-prune-finetune-p2"]["train_flops_total_x"] < 1  # the pipeline costs more than dense
+
+
+def test_the_report_of_a_run_started_from_another_says_so(frontier, tmp_path):
+    from adprune.report.html import write_report
+
+    _, result = frontier
+    rows = {r["method"]: r for r in result["rows"]}
+    dense_run, tpf_run = rows["dense"]["runs"][0], rows["train-prune-finetune-p1"]["runs"][0]
+    page = write_report([tpf_run], tmp_path / "report")
+    text = page.read_text() if page.is_file() else (page / "report.html").read_text()
+    flops = _summary(dense_run)["train_flops_total"]
+    assert (
+        f"{dense_run} (trained 4 epochs, test accuracy" in text
+        and f"include its {flops:,} training FLOPs" in text
+    )

@@ -80,7 +80,20 @@ def summary_table(run: Run, s: dict[str, Any]) -> str:
         ("rolled back", rollbacks or "none"),
         ("device", str(s.get("device") or "unknown")),
     ]
+    start = s.get("started_from")
+    if start:
+        rows.insert(1, ("started from", _start_text(start)))
     return html_table(("", "value"), rows, "summary")
+
+
+def _start_text(start: dict[str, Any]) -> str:
+    """The run a run started from, and that its totals include that run's cost."""
+    epochs = start.get("epochs")
+    trained = f"trained {epochs} epochs" if epochs else "a finished run"
+    return (
+        f"{start['run']} ({trained}, test accuracy {percent_text(start.get('test_acc'))}); the totals below "
+        f"include its {start['train_flops_total']:,} training FLOPs and its wall time"
+    )
 
 
 def _change(initial: int, final: int) -> str:
