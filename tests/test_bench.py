@@ -157,8 +157,8 @@ def frontier(tmp_path_factory):
     root = tmp_path_factory.mktemp("frontier")
     train = {**TRAIN, "epochs": 4, "prune_at": [1, 2], "max_prunes": 2}
     config = BenchConfig(
-        name="front", train=train, methods=["dense", "adp-inherit", "uniform", "l1-filter", "train-prune-finetune"],
-        frontier=[1, 2], finetune_epochs=1,
+        name="front", train=train, frontier=[1, 2], finetune_epochs=1,
+        methods=["dense", "adp-inherit", "uniform", "l1-filter", "train-prune-finetune"],
     )  # fmt: skip
     result = run_bench(config, root / "runs", root / "results", log=lambda _: None)
     return root, result
@@ -168,8 +168,8 @@ def test_a_frontier_runs_adp_at_each_prune_count_with_every_peer_at_its_size(fro
     root, result = frontier
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == [
-        "dense", "adp-inherit-p1", "adp-inherit-p2", "uniform-p1", "uniform-p2", "l1-filter-p1", "l1-filter-p2",
-        "train-prune-finetune-p1", "train-prune-finetune-p2",
+        "dense", "adp-inherit-p1", "adp-inherit-p2", "uniform-p1", "uniform-p2", "l1-filter-p1",
+        "l1-filter-p2", "train-prune-finetune-p1", "train-prune-finetune-p2",
     ]  # fmt: skip
     assert rows["adp-inherit-p1"]["prune_epochs"] == [[1]] and rows["adp-inherit-p2"]["prune_epochs"] == [
         [1, 2]
@@ -232,3 +232,18 @@ def test_the_report_of_a_run_started_from_another_says_so(frontier, tmp_path):
         f"{dense_run} (trained 4 epochs, test accuracy" in text
         and f"include its {flops:,} training FLOPs" in text
     )
+
+
+def test_a_method_level_with_dense_counts_as_within_every_loss():
+    from adprune.bench.frontier import reach
+
+    rows = [
+        {"method": "dense", "family": "dense", "acc_delta_pts": 0.0, "params_x": 1.0, "macs_x": 1.0},
+        {"method": "a-p1", "family": "a", "acc_delta_pts": 0.0, "params_x": 4.0, "macs_x": 3.0},
+        {"method": "a-p2", "family": "a", "acc_delta_pts": -2.5, "params_x": 16.0, "macs_x": 9.0},
+        {"method": "b", "family": "b", "acc_delta_pts": None, "params_x": 99.0, "macs_x": 9.0},
+    ]
+    found = reach(rows)
+    assert found["a"]["1"] == {"row": "a-p1", "params_x": 4.0, "macs_x": 3.0, "acc_delta_pts": 0.0}
+    assert found["a"]["3"]["row"] == "a-p2"
+    assert found["b"] == {"1": None, "3": None} and "dense" not in found

@@ -22,6 +22,12 @@ def _families(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return families
 
 
+def _delta(row: dict[str, Any]) -> float:
+    """The row's accuracy against dense in points; -inf when unmeasured (never within any loss)."""
+    delta = row.get("acc_delta_pts")
+    return -math.inf if delta is None else delta
+
+
 def reach(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any] | None]]:
     """For every method but dense and every loss in `REACH_POINTS`: the row with the largest
     parameter reduction whose mean test accuracy is at most that many points below dense's
@@ -33,7 +39,7 @@ def reach(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any] 
             continue
         found[family] = {}
         for points in REACH_POINTS:
-            within = [r for r in members if (r.get("acc_delta_pts") or -math.inf) >= -points]
+            within = [r for r in members if _delta(r) >= -points]
             best = max(within, key=lambda r: r["params_x"] or 0.0, default=None)
             found[family][f"{points:g}"] = None if best is None else {
                 "row": best["method"], "params_x": best["params_x"], "macs_x": best["macs_x"],

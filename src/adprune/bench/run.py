@@ -20,7 +20,7 @@ The peer methods are matched to `adp-inherit`'s outcome of the same seed, so it 
 
 With a `frontier` (a list of prune counts K) adp-inherit runs once per K (`--max-prunes K`, rows
 `adp-inherit-pK`) and every matched method once per K at that run's size (`uniform-pK`, ...); the
-result then names each method's largest compression within 1 and 3 points of dense (`frontier`).
+result then names each method's largest compression within 1 and 3 points of dense (`reach`).
 
 Finished runs are reused and interrupted ones resumed, so a bench that crashed continues where it
 stopped when run again.
