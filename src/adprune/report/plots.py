@@ -332,10 +332,11 @@ FRONTIER_PANELS = (
 )
 
 
-def frontier(lines: Sequence[Line], title: str) -> bytes | None:
+def frontier(lines: Sequence[Line], title: str, reference: str = "dense") -> bytes | None:
     """Accuracy against parameters, inference MACs and training FLOPs: one line per method through its
-    points (ordered by cost), each with error bars of its seed spread; log cost axes. None without
-    any point."""
+    points (ordered by cost), each with error bars of its seed spread; log cost axes. The accuracy
+    of the line labelled `reference` (its first point) is also drawn across each panel, dotted.
+    None without any point."""
     if not any(line.acc for line in lines):
         return None
     fig = _figure(5.2)
@@ -353,6 +354,8 @@ def frontier(lines: Sequence[Line], title: str) -> bytes | None:
                 marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
                 linewidth=1.8, markersize=7, markeredgecolor="black",
             )  # fmt: skip
+            if line.label == reference and line.acc:
+                ax.axhline(100 * line.acc[0], color=colours[i], linestyle=":", linewidth=1)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.xaxis.set_minor_formatter(NullFormatter())
