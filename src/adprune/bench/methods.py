@@ -163,4 +163,10 @@ def _method_build(
         _, prunes = _adp_outcome(adp_summary(), name)
         return {str(decided_epoch(p)): p["widths_after"] for p in prunes}
 
-    return make(prune="adp", importance="l1", width_schedule=schedule, max_drop=None)
+    return make(
+        prune="adp",
+        importance="l1",
+        width_schedule=schedule,
+        max_prunes=lambda: len(schedule()),
+        max_drop=None,
+    )
