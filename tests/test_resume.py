@@ -170,3 +170,14 @@ def test_resume_without_a_restorable_checkpoint_is_one_line_and_exit_2(tmp_path)
     (line,) = resumed.stderr.strip().splitlines()
     assert "no checkpoint of" in line and "can be restored" in line and "--overwrite" in line
     assert (out / "metrics.jsonl").read_text() == metrics  # nothing written before the error is lost
+
+
+def test_an_overwritten_run_leaves_no_checkpoint_of_the_earlier_one_to_resume(tmp_path):
+    from adprune.cli import main
+
+    out = tmp_path / "run"
+    args = [*TRAIN[: TRAIN.index("--epochs")], "--out", str(out), "--prune", "none"]
+    assert main([*args, "--epochs", "3"]) == 0
+    assert main([*args, "--epochs", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001"]
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]

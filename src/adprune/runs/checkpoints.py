@@ -27,8 +27,8 @@ from torch import nn
 from ..errors import AdpruneError
 from ..limits import MAX_CHANNELS
 from .atomic import atomic_directory, atomic_write_bytes, atomic_write_json
+from .rundir import CHECKPOINTS
 
-CHECKPOINTS = "checkpoints"
 KEEP = 2
 _SEP = "|"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from .atomic import append_line_synced, atomic_write_bytes
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+CHECKPOINTS = "checkpoints"
 
 
 def refuse_used_run_dir(out: str | Path, *, overwrite: bool) -> None:
@@ -31,7 +33,8 @@ def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
     """Create `out` (and parents) for a new run and check it can be written.
 
     An existing non-empty directory is refused unless `overwrite` (`refuse_used_run_dir`); then the
-    files of the earlier run are removed (only those, anything else in the directory stays).
+    files of the earlier run are removed, its checkpoints included (a resume of the new run must
+    never restore the old one's), and anything else in the directory stays.
     """
     out = Path(out)
     refuse_used_run_dir(out, overwrite=overwrite)
@@ -47,6 +50,7 @@ def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
     if overwrite:
         for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "model.safetensors", "arch.json"):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return out
 
 
