@@ -58,10 +58,13 @@ def test_a_run_of_another_model_is_refused_before_anything_is_written(dense, tmp
     assert not out.exists()
 
 
-def test_a_damaged_summary_is_refused_in_one_line(dense, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "summary", [{"test_acc": 0.5}, {"train_flops_total": 10, "wall_s": {"train": "1 min"}}]
+)
+def test_a_damaged_summary_is_refused_in_one_line(dense, tmp_path, capsys, summary):
     copy = tmp_path / "copy"
     shutil.copytree(dense, copy)
-    (copy / "summary.json").write_text(json.dumps({"test_acc": 0.5}))
+    (copy / "summary.json").write_text(json.dumps(summary))
     code = main([*TRAIN, "--epochs", "1", "--start-from", str(copy), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "has no training cost" in err[0], err

@@ -9,17 +9,10 @@ from typing import Any
 
 from ..report import plots
 from ..report.compare import human_number
+from ..report.figures import rows_by_method
 
 REACH_POINTS = (1.0, 3.0)
 """The accuracy losses (points below dense) within which `reach` names each method's largest compression."""
-
-
-def _families(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The rows of each method in table order (dense included)."""
-    families: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        families.setdefault(row.get("family") or row["method"], []).append(row)
-    return families
 
 
 def _delta(row: dict[str, Any]) -> float:
@@ -34,7 +27,7 @@ def reach(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any] 
     (`{"row", "params_x", "macs_x", "acc_delta_pts"}`), or None when no row of it is. Rows need
     `add_ratios` first."""
     found: dict[str, dict[str, dict[str, Any] | None]] = {}
-    for family, members in _families(rows).items():
+    for family, members in rows_by_method(rows).items():
         if family == "dense":
             continue
         found[family] = {}
@@ -82,7 +75,8 @@ def level_lines(result: dict[str, Any]) -> list[str]:
     levels = sorted({r["level"] for r in result["rows"] if r.get("level") is not None})
     if not levels:
         return []
-    families = [f for f, members in _families(result["rows"]).items() if any(r.get("level") for r in members)]
+    grouped = rows_by_method(result["rows"])
+    families = [f for f, members in grouped.items() if any(r.get("level") for r in members)]
     header = ["prunes", "params (adp-inherit)", "x", *families]
     title = "The frontier: test accuracy (%) of each method at adp-inherit's size after each prune count:"
     lines = ["", title, ""]

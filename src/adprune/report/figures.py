@@ -6,7 +6,7 @@ figure in every table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -37,3 +37,12 @@ def accuracy_delta_pts(base_acc: float | None, acc: float | None) -> float | Non
     if base_acc is None or acc is None:
         return None
     return 100 * (acc - base_acc)
+
+
+def rows_by_method(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """A bench's rows grouped by the method they belong to (`family`, else `method`), in table order:
+    on a frontier one method has a row per prune count."""
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(str(row.get("family") or row.get("method")), []).append(row)
+    return grouped

@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
+from .figures import rows_by_method
+
 WIDTH_IN = 12.0
 DPI = 100
 MAX_LABELLED_ROWS = 100
@@ -367,15 +369,13 @@ def frontier(lines: Sequence[Line], title: str, reference: str = "dense") -> byt
     return _png(fig)
 
 
+FRONTIER_KEYS = ("test_acc", "params", "macs", "train_flops_total")
+
+
 def frontier_lines(rows: Sequence[dict]) -> list[Line]:
     """One `Line` per method of a bench's rows (their `family`, else `method`), in table order;
     rows without a test accuracy or a cost are left out."""
-    by_family: dict[str, list[dict]] = {}
-    for row in rows:
-        if all(
-            isinstance(row.get(k), (int, float)) for k in ("test_acc", "params", "macs", "train_flops_total")
-        ):
-            by_family.setdefault(str(row.get("family") or row.get("method")), []).append(row)
+    costed = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in FRONTIER_KEYS)]
     return [
         Line(
             family,
@@ -385,5 +385,5 @@ def frontier_lines(rows: Sequence[dict]) -> list[Line]:
             [r["test_acc"] for r in members],
             [r.get("test_acc_std") for r in members],
         )
-        for family, members in by_family.items()
+        for family, members in rows_by_method(costed).items()
     ]

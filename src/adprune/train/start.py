@@ -56,7 +56,10 @@ def read_start(run_dir: str | Path) -> StartPoint:
     summary = read_json(path / SUMMARY_FILE)
     wall = summary.get("wall_s") if isinstance(summary, dict) else None
     flops = summary.get("train_flops_total") if isinstance(summary, dict) else None
-    if not (isinstance(flops, (int, float)) and isinstance(wall, dict)):
+    numbers = isinstance(wall, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in wall.values()
+    )
+    if not (isinstance(flops, (int, float)) and numbers):
         raise AdpruneError(
             f"--start-from {path}: {SUMMARY_FILE} has no training cost (train_flops_total, wall_s); "
             "the run directory is damaged"
