@@ -56,11 +56,11 @@ class TinyNet(pl.LightningModule):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
 
 
-def _trainer(tmp_path, callback, logger=True):
+def _trainer(tmp_path, callback, logger=True, max_epochs=3):
     from lightning.pytorch.loggers import CSVLogger
 
     return pl.Trainer(
-        max_epochs=3,
+        max_epochs=max_epochs,
         accelerator="cpu",
         devices=1,
         logger=CSVLogger(tmp_path) if logger else False,
@@ -116,6 +116,16 @@ def test_example_input_argument_and_no_logger(tmp_path):
     callback = ADPruneCallback(torch.zeros(2, 3, 8, 8), trigger=[0], log_groups=False, check=False)
     _trainer(tmp_path, callback, logger=False).fit(module)
     assert [e.epoch for e in callback.pruner.events] == [1]
+
+
+def test_at_its_defaults_the_callback_sizes_the_pruner_to_max_epochs(tmp_path):
+    callback = ADPruneCallback(widths=DensityPlan(min_channels=2))
+    _trainer(tmp_path, callback, logger=False, max_epochs=7).fit(TinyNet())
+    pruner = callback.pruner
+    # epochs 0..6: the final network trains 5 of 7, so the ranking trigger, which cannot fire after one
+    # epoch, is overruled: the network is sized once after epoch 0 and cut after epoch 1
+    assert pruner.limits.deadline == 0 and pruner.finished
+    assert [(e.decided, e.epoch) for e in pruner.events] == [(0, 1)]
 
 
 def test_bad_arguments_say_how_to_fix_them(tmp_path):

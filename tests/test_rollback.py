@@ -87,3 +87,26 @@ def test_rewarm_ramps_the_learning_rate_in_the_epoch_after_a_cut_only(tmp_path, 
     epoch1, epoch2, epoch3 = rates[0:4], rates[4:8], rates[8:12]  # 256 images in batches of 64
     assert epoch1 == [0.02] * 4 and epoch3 == [scheduled[1]] * 4
     assert epoch2 == pytest.approx([scheduled[0] / 3, 2 * scheduled[0] / 3, scheduled[0], scheduled[0]])
+
+
+def test_the_defaults_size_the_run_to_its_budget_and_judge_the_prune_against_the_trajectory(tmp_path):
+    config = TrainConfig(
+        out=str(tmp_path / "run"), model="vgg11", width=0.125, subset=1000, epochs=7, batch_size=100,
+        lr=0.02, progress=False, report=False,
+    )  # fmt: skip
+    summary = train(config, log=lambda _: None)
+    lines = _lines(tmp_path / "run")
+    assert summary["decisions_read"].endswith(
+        "the accuracy guard (budget 1.0 points): 100 validation images held out of training"
+    )
+    # 7 epochs: the final network must train 5 (70%), so the one prune is sized after epoch 1, cut after 2
+    assert lines[0]["prune_decided"] and lines[1]["pruned"]
+    (check,) = summary["prune_checks"]
+    assert (check["decided"], check["cut"]) == (1, 2)
+    assert (
+        check["trajectory"] == [[1, lines[0]["val_acc"]]] and check["val_acc_expected"] == lines[0]["val_acc"]
+    )
+    cost = 100 * (check["val_acc_expected"] - check["val_acc_after"])  # seeded: the same on every run
+    assert cost <= 1.0 and not check["rolled_back"] and summary["rollbacks"] == []
+    assert [e["epoch"] for e in summary["prunes"]] == [2] and summary["params"] < lines[0]["params"]
+    assert lines[2]["val_acc"] == check["val_acc_after"] and lines[3]["val_acc"] is None  # pruning ended

@@ -70,7 +70,8 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
     `min_reduction`, `fade`, `bn_recalibrate`, `mode`, `ignore`, `check`, ...) and the method's
     options among them are checked here, at construction (`prune.options`), with the same bounds
     and messages as `ADPruner` and `adprune train`; epochs are the Trainer's 0-based `current_epoch`. The
-    last epoch of `max_epochs` never prunes. `log_groups=False` logs only the mean density, the
+    last epoch of `max_epochs` never prunes, and the self-sizing rule sizes to `max_epochs` (unless
+    `epochs` is given). `log_groups=False` logs only the mean density, the
     parameter count and whether the epoch pruned, not one value per group. After `fit` the pruner,
     with its ledger and prune events, is `callback.pruner`.
     Needs exactly one optimizer.
@@ -117,8 +118,11 @@ class ADPruneCallback(_pl.Callback if _pl is not None else object):
                 "or set example_input_array on your LightningModule"
             )
         example = example.to(pl_module.device)
+        options = dict(self.pruner_kwargs)
+        if "epochs" not in options and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            options.update(epochs=trainer.max_epochs, first_epoch=0)  # the budget the rule sizes to
         with _detached_from_trainer(pl_module):
-            self.pruner = ADPruner(pl_module, example, optimizer, **self.pruner_kwargs)
+            self.pruner = ADPruner(pl_module, example, optimizer, **options)
         if self._loaded is not None:
             self.pruner.load_state_dict(self._loaded)
             self._loaded = None

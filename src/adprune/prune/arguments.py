@@ -34,6 +34,10 @@ def resolve_pruner_options(options: Mapping[str, Any]) -> tuple[Trigger, WidthPo
     init = options.get("init")
     if init is not None and not callable(init):
         raise AdpruneError(f"init={init!r:.60} is not valid: give a function that re-initialises a model")
+    for name, low in (("epochs", 1), ("first_epoch", 0)):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise AdpruneError(f"{name}={value!r:.60} is not valid: give a whole number of at least {low}")
     if not isinstance(options.get("check", True), bool):
         raise AdpruneError(f"check={options['check']!r:.60} is not valid: give True or False")
     return trigger, widths, importance
@@ -71,6 +75,14 @@ def ignored_modules(model: nn.Module, ignore: Iterable[str | nn.Module]) -> list
         else:
             raise AdpruneError(_BAD_IGNORE.format(value=list(ignore)))
     return modules
+
+
+def not_counted(groups: Iterable[str]) -> str:
+    """The warning of a cut that keeps the widths of groups no training forward reached."""
+    return (
+        f"no training forward reached channel group(s) {', '.join(groups)}: they keep their width "
+        "(their density is unknown); train them, or ignore them to silence this"
+    )
 
 
 def nothing_to_prune(model: nn.Module, skipped: Mapping[str, str]) -> str:

@@ -88,7 +88,9 @@ METHOD_OPTIONS: dict[str, tuple[Any, Option]] = {
     "patience": (1, Option("... for this many epochs in a row", low=1, high=MAX_EPOCHS, whole=True)),
     "min_channels": (4, Option("no layer narrower than this", low=1, whole=True)),
     "round_to": (1, Option("round widths up to a multiple of this", low=1, whole=True)),
-    "max_prunes": (2, Option("at most this many prunes", low=0, whole=True)),
+    "max_prunes": (None, Option(
+        "at most this many prunes (default: the self-sizing rule decides, from the epochs left and the "
+        "accuracy budget --max-drop)", low=0, whole=True)),
     "min_reduction": (0.05, Option(
         "stop pruning after a prune that removed less than this share of the parameters", low=0, high=1)),
     "fade": (1.0, Option(

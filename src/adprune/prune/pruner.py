@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from ..errors import AdpruneError
-from .arguments import ignored_modules, nothing_to_prune, resolve_pruner_options
+from .arguments import ignored_modules, not_counted, nothing_to_prune, resolve_pruner_options
 from .cost import count_parameters, inference_macs, training_flops_per_sample
 from .cutting import Surgeon
+from .deadline import prune_limits
 from .density import DensityMonitor, checked_densities
 from .events import EpochCost, PendingPrune, PruneEvent
 from .fade import ChannelFade
@@ -24,7 +25,7 @@ from .modes import entry_module, module_to_prune
 from .options import NO_OPTIMIZER, method_default
 from .selection import removal
 from .tp_compat import build_graph
-from .triggers import EpochSignal, Trigger, parameter_reduction
+from .triggers import EpochSignal, FixedEpochs, Trigger, parameter_reduction
 from .widths import PlanInput, WidthPolicy, WidthSchedule
 
 
@@ -50,8 +51,11 @@ class ADPruner:
             `ParameterTarget`).
         importance: which channels of a group stay: a built-in name (`density`, `entropy`, `l1`,
             `bn_scale`) or a function `(group, density, graph) -> one score per channel`.
-        max_prunes: pruning stops after this many prunes ...
+        max_prunes: pruning stops after this many prunes ... (None: the self-sizing rule decides).
         min_reduction: ... or after one that removed less than this share of the parameters.
+        epochs, first_epoch: the training budget in epochs, numbered from `first_epoch`, for the
+            self-sizing rule (`deadline.prune_limits`): no prune decided too late for the final
+            network to train `deadline.FINAL_SHARE` of the budget, and one there if none was yet.
         fade: the share of the next epoch over which a decided prune fades its channels out; they
             are removed at that epoch's end (0: remove at once).
         bn_recalibrate: the last this many training batches of a fade re-estimate the BatchNorm
@@ -68,8 +72,7 @@ class ADPruner:
         density_every: count densities on every k-th training forward only (an estimate: see
             `density.DensityMonitor`).
 
-    Raises:
-        AdpruneError: at construction, for any option that cannot work (naming it and what to give).
+    Raises AdpruneError at construction for any option that cannot work (naming it and what to give).
 
     A `torch.compile`d model is pruned through the module it compiles (`_orig_mod`: the wrapper
     recompiles for the new shapes itself). Groups that cannot be pruned safely are in `skipped`; a
@@ -86,8 +89,10 @@ class ADPruner:
         trigger: str | Iterable[int] | Trigger | None = None,
         widths: str | WidthPolicy = "density",
         importance: str | Importance = "density",
-        max_prunes: int = method_default("max_prunes"),
+        max_prunes: int | None = method_default("max_prunes"),
         min_reduction: float = method_default("min_reduction"),
+        epochs: int | None = None,
+        first_epoch: int = 1,
         fade: float = method_default("fade"),
         bn_recalibrate: int = method_default("bn_recalibrate"),
         mode: str = method_default("mode"),
@@ -112,7 +117,12 @@ class ADPruner:
             warnings.warn(NO_OPTIMIZER, stacklevel=2)
         self.model = model
         self.example_input = example_input
-        self.max_prunes = max_prunes
+        limits = prune_limits(
+            max_prunes, epochs, first_epoch, fade > 0, isinstance(self.trigger, FixedEpochs)
+        )
+        self.limits = prune_limits(
+            max_prunes, epochs, first_epoch, fade > 0, isinstance(self.trigger, FixedEpochs)
+        )
         self.min_reduction = min_reduction
         self.fade = fade
         self.bn_recalibrate = bn_recalibrate
@@ -124,7 +134,7 @@ class ADPruner:
         self.skipped: dict[str, str] = {}
         self.events: list[PruneEvent] = []
         self.ledger: list[EpochCost] = []
-        self.finished = max_prunes == 0
+        self.finished = max_prunes == 0 or self.limits.too_short
         self.densities: dict[str, float] = {}
         self.channel_densities: dict[str, torch.Tensor] = {}
         self._flops_per_sample: int | None = None
@@ -228,10 +238,7 @@ class ADPruner:
         `last=True` for the final epoch of the budget: a network pruned then would never be trained
         again, so no prune is decided (one whose channels have already faded out is completed).
         Returns the prune that happened (the model, optimizer and their state are already edited in
-        place), or None.
-
-        Raises:
-            AdpruneError: when no training forward was counted since the last call.
+        place), or None. Raises AdpruneError when no training forward was counted since the last call.
         """
         local_samples = self.monitor.samples_seen  # this process's; read() sums them over the ranks
         self.channel_densities = self.monitor.read()
@@ -244,7 +251,7 @@ class ADPruner:
         self.densities = {name: float(d.mean()) for name, d in self.channel_densities.items()}
         due = self.trigger.update(
             EpochSignal(epoch, self.densities, self.widths, lambda: self._removal_at(epoch))
-        )
+        ) or self.limits.sizes_once(epoch, pruned_yet=bool(self.events) or self.pending is not None)
         macs, flops_per_sample = self.model_costs()
         params = count_parameters(self.model)
         total = (self.ledger[-1].train_flops_total if self.ledger else 0) + flops_per_sample * samples
@@ -265,6 +272,8 @@ class ADPruner:
             event.seconds = line.prune_s
             line.pruned = True
             line.params_after = event.params_after
+        if self.limits.closed(epoch) and self.pending is None:
+            self.finished = True
         self.ledger.append(line)
         self.monitor.reset()
         self._removal = None
@@ -286,11 +295,8 @@ class ADPruner:
         Groups absent from `channel_densities` keep their width. The model and the optimizer are
         changed in place, the monitor restarts its window, and the event is recorded in `events`.
         Returns None when the policy keeps every width (pruning then stops: `finished` is set).
-        An explicit call prunes even after `finished` or `max_prunes`, without fading.
-
-        Raises:
-            AdpruneError: while a prune is fading out, without densities, or for densities that do
-                not fit the groups.
+        An explicit call prunes even after `finished` or `max_prunes`, without fading. Raises
+        AdpruneError while a prune is fading out, without densities, or for densities that do not fit.
         """
         if self.pending is not None:
             raise AdpruneError(
@@ -373,11 +379,7 @@ class ADPruner:
         apply the stop rule."""
         uncounted = self.uncounted if uncounted is None else uncounted
         if uncounted:
-            warnings.warn(
-                f"no training forward reached channel group(s) {', '.join(uncounted)}: they keep their width "
-                "(their density is unknown); train them, or ignore them to silence this",
-                stacklevel=3,
-            )
+            warnings.warn(not_counted(uncounted), stacklevel=3)
         before, params_before = self.widths, count_parameters(self.model)
         self.surgeon.check_ready()  # before anything changes
         self.monitor.detach()
@@ -390,11 +392,7 @@ class ADPruner:
         params_after = count_parameters(self.model)
         event = PruneEvent(epoch, before, self.widths, params_before, params_after, 0.0, decided, uncounted)
         self.events.append(event)
-        reduction = parameter_reduction(event.params_before, event.params_after)
-        if (
-            self.trigger.exhausted(decided or epoch)
-            or len(self.events) >= self.max_prunes
-            or reduction < self.min_reduction
-        ):
-            self.finished = True
+        small = parameter_reduction(event.params_before, event.params_after) < self.min_reduction
+        ends = self.trigger.exhausted(decided or epoch) or self.limits.count_reached(len(self.events))
+        self.finished = self.finished or ends or small
         return event

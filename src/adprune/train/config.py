@@ -22,6 +22,11 @@ MAX_LR = 100.0
 PARSERS = ("epochs", "names", "json")
 LAYOUTS = ("auto", "channels-last", "contiguous")
 WEIGHT_IMPORTANCES = ("l1", "bn_scale")  # importances read from the weights alone, no densities
+ACCURACY_BUDGET = 1.0
+"""The self-sizing rule's default accuracy budget (--max-drop), in points of validation accuracy."""
+AUTO_VALIDATION = (1_000, 10, 100, 5_000)
+"""The self-sizing rule's own validation split: none below this many training images, else this
+fraction's reciprocal of them, at least and at most these many."""
 
 
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **spec: Any) -> Any:
@@ -102,7 +107,7 @@ class TrainConfig:
         default=None,
         help="round widths up to a multiple of this (default: what the device runs fastest, 8)",
     )
-    max_prunes: int = method_field("max_prunes")
+    max_prunes: int | None = method_field("max_prunes")
     min_reduction: float = method_field("min_reduction")
     fade: float = method_field("fade")
     bn_recalibrate: int = method_field("bn_recalibrate")
@@ -113,17 +118,20 @@ class TrainConfig:
         low=0,
         high=1,
     )
-    val_split: int = option(
-        0,
+    val_split: int | None = option(
+        None,
         help="hold out this many training images as a validation split, never trained on, for the "
-        "decisions taken during training (--max-drop); the test set is never read for them",
+        "decisions taken during training (--max-drop); the test set is never read for them (default: "
+        "under the self-sizing rule a tenth of the training images, 100 to 5,000; none below 1,000 "
+        "training images; otherwise none)",
         low=0,
     )
     max_drop: float | None = option(
         None,
-        help="accuracy guard: when a prune costs more than this many points of validation accuracy after "
-        "--guard-epochs epochs of recovery, roll back to the checkpoint before it and stop pruning "
-        "(needs --val-split)",
+        help="the accuracy budget: when a prune costs more than this many points of validation accuracy "
+        "(after --guard-epochs epochs of recovery, against where the unpruned network was heading), roll "
+        f"back to the checkpoint before it and stop pruning (default: {ACCURACY_BUDGET} under the "
+        "self-sizing rule with a validation split; otherwise no guard)",
         low=0,
         high=100,
     )
@@ -205,11 +213,39 @@ class TrainConfig:
                 )
         if self.prune_at and self.prune == "none":
             raise AdpruneError("--prune-at needs --prune adp")
-        if self.max_drop is not None and self.val_split == 0:
+        no_split = self.val_split == 0 or (self.val_split is None and not self.self_sizing)
+        if self.max_drop is not None and no_split:
             raise AdpruneError(
                 "--max-drop compares validation accuracy: hold out a validation split with --val-split N"
             )
         self._validate_widths()
+
+    @property
+    def self_sizing(self) -> bool:
+        """True when the run sizes itself (the method's default): ADP without --max-prunes, --prune-at,
+        a width schedule or --target-params."""
+        return (
+            self.prune == "adp" and self.max_prunes is None and self.prune_at is None
+            and self.width_schedule is None and self.target_params is None
+        )  # fmt: skip
+
+    def validation_images(self, training_images: int) -> int:
+        """The validation split's size for a training set (or --subset) of `training_images`:
+        --val-split when given; under the self-sizing rule a tenth of them between 100 and 5,000, or
+        none below 1,000; otherwise none."""
+        if self.val_split is not None:
+            return self.val_split
+        smallest_set, share, low, high = AUTO_VALIDATION
+        if not self.self_sizing or training_images < smallest_set:
+            return 0
+        return min(high, max(low, training_images // share))
+
+    def accuracy_budget(self, validation_images: int) -> float | None:
+        """The accuracy guard's budget in points (None: no guard) for a run with that many validation
+        images: --max-drop when given, else `ACCURACY_BUDGET` under the self-sizing rule."""
+        if self.max_drop is not None:
+            return self.max_drop
+        return ACCURACY_BUDGET if self.self_sizing and validation_images > 0 else None
 
     def _validate_widths(self) -> None:
         if self.prune == "none" and (self.width_schedule is not None or self.target_params is not None):

@@ -241,8 +241,8 @@ def _roll_back(run: Run, record: dict[str, Any], back_to: int) -> None:
     run.rollbacks.append({"from_epoch": record["epoch"], "to_epoch": back_to,
                           "train_flops_discarded": spent - total_then, "check": check})  # fmt: skip
     run.log(
-        f"  roll back: the prune cost more than --max-drop {run.config.max_drop} points of validation "
-        f"accuracy; training on from the checkpoint of epoch {back_to} without pruning"
+        f"  roll back: the prune cost more than the accuracy budget (--max-drop {run.guard.max_drop} points "
+        f"of validation accuracy); training on from the checkpoint of epoch {back_to} without pruning"
     )
 
 
@@ -252,11 +252,12 @@ def check_line(watch: PruneWatch) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
-    val = (
-        ""
-        if watch.val_acc_before is None
-        else f"; val acc {pct(watch.val_acc_before)} -> {pct(watch.val_acc_after)}"
-    )
+    val = ""
+    if watch.val_acc_before is not None:
+        val = f"; val acc {pct(watch.val_acc_before)} -> {pct(watch.val_acc_after)}"
+    cost = watch.drop_pts()
+    if watch.val_acc_expected is not None and cost is not None:
+        val += f" (unpruned heading to {pct(watch.val_acc_expected)}: cost {cost:.2f} pts)"
     return (
         f"  prune decided after epoch {watch.decided}: train acc {pct(watch.train_acc_before)} -> lowest "
         f"after {pct(watch.train_acc_after)}{val}{'  ROLLED BACK' if watch.rolled_back else ''}"
@@ -288,7 +289,7 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
         "device": str(run.ctx.device),
         "prunes": [dataclasses.asdict(e) for e in run.pruner.events], "widths": run.pruner.widths,
         "prune_checks": [dataclasses.asdict(w) for w in run.guard.closed], "rollbacks": run.rollbacks,
-        "decisions_read": _decisions_read(run.config), "hardware": run.hardware.to_dict(),
+        "decisions_read": _decisions_read(run), "hardware": run.hardware.to_dict(),
         "started_from": run.started_from,
     }  # fmt: skip
     if run.ctx.is_main:
@@ -301,11 +302,14 @@ def _finish(run: Run, record: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _decisions_read(config: TrainConfig) -> str:
+def _decisions_read(run: Run) -> str:
     """What the run's decisions during training read, in words (never the test set)."""
     source = "the training batches' activation densities"
-    if config.max_drop is not None:
-        return f"{source}; the accuracy guard: {config.val_split} validation images held out of training"
+    if run.guard.max_drop is not None:
+        return (
+            f"{source}; the accuracy guard (budget {run.guard.max_drop} points): "
+            f"{run.val_loader.num_samples} validation images held out of training"
+        )
     return source
 
 
@@ -324,7 +328,7 @@ def train(
     """
     try:
         run, first_epoch = setup_run(config, log, resume)
-        if first_epoch == 1 and config.max_drop is not None and run.ctx.is_main:
+        if first_epoch == 1 and run.guard.max_drop is not None and run.ctx.is_main:
             _checkpoint(run, 0, None)  # what a roll back of a prune after epoch 1 returns to
         record, epoch = None, first_epoch
         while epoch <= config.epochs:

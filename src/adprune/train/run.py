@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..runs.checkpoints import (
 from ..runs.rundir import CONFIG_FILE, keep_metrics_until, prepare_run_dir, refuse_used_run_dir
 from .config import TrainConfig
 from .data import BatchLoader, DatasetSplits, first_samples, load_dataset
+from .data.splits import hold_out_validation
 from .distributed import DistContext, init_distributed, resolve_device
 from .energy import EnergyMeter
 from .guard import PruneGuard
@@ -151,6 +153,7 @@ def _trainables(
     pruner = ADPruner(
         model, example, optimizer, trigger=trigger, widths=widths, importance=config.importance,
         max_prunes=config.max_prunes if config.prune == "adp" else 0, min_reduction=config.min_reduction,
+        epochs=config.epochs,
         fade=config.fade, bn_recalibrate=config.bn_recalibrate, mode=config.mode, ignore=config.ignore,
         density_every=config.density_every,
     )  # fmt: skip
@@ -194,7 +197,9 @@ def _loaders(
         channels_last=channels_last,
     )
     test_loader = BatchLoader(splits.test_images, splits.test_labels, **evaluation)
-    val_loader = BatchLoader(splits.val_images, splits.val_labels, **evaluation) if config.val_split else None
+    val_loader = None
+    if len(splits.val_labels):
+        val_loader = BatchLoader(splits.val_images, splits.val_labels, **evaluation)
     return train_loader, test_loader, val_loader
 
 
@@ -205,6 +210,19 @@ def _test_subset(config: TrainConfig, splits: DatasetSplits, full: BatchLoader) 
     images, labels = first_samples(splits.test_images, splits.test_labels, config.eval_subset)
     return BatchLoader(images, labels, batch_size=config.eval_batch_size, mean=splits.mean, std=splits.std,
                        device=full.device, channels_last=full.channels_last)  # fmt: skip
+
+
+def _dataset(config: TrainConfig) -> DatasetSplits:
+    """The dataset with its validation split (`TrainConfig.validation_images`): held out beyond the
+    --subset, so a subset trains on the same images either way, or from the end of the training set."""
+    load = functools.partial(
+        load_dataset, config.dataset, config.data_dir, download=config.download, subset=config.subset,
+        image_size=config.image_size,
+    )  # fmt: skip
+    if config.subset is not None:
+        return load(val=config.validation_images(config.subset))
+    splits = load(val=0)
+    return hold_out_validation(splits, config.validation_images(len(splits.train_labels)), None)
 
 
 def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> tuple[Run, int]:
@@ -220,10 +238,7 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
     if not resume:  # a used --out is refused before the dataset is read, and created only after
         _on_main_rank(ctx, lambda: refuse_used_run_dir(out, overwrite=config.overwrite), "use --out")
     start = read_start(config.start_from) if config.start_from is not None and not resume else None
-    splits = load_dataset(
-        config.dataset, config.data_dir, download=config.download, subset=config.subset,
-        image_size=config.image_size, val=config.val_split,
-    )  # fmt: skip
+    splits = _dataset(config)
     if start is not None:
         check_fits(start, config, splits)
     if not resume:
@@ -246,7 +261,8 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0, "val": 0.0},
         EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx), val_loader=val_loader,
         test_subset_loader=_test_subset(config, splits, test_loader),
-        guard=PruneGuard(config.max_drop, config.guard_epochs), hardware=hardware,
+        guard=PruneGuard(config.accuracy_budget(len(splits.val_labels)), config.guard_epochs),
+        hardware=hardware,
     )  # fmt: skip
     first_epoch = restore_run(run, saved) if saved is not None else 1
     if saved is None and resume:
