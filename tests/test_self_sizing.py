@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adprune import ADPruner
+from adprune import AdpruneError, ADPruner
 from adprune.models import build_model
 from adprune.prune.deadline import FINAL_SHARE, last_decision_epoch
 from adprune.prune.widths import DensityPlan
@@ -140,3 +140,10 @@ def test_the_self_sizing_defaults_hold_out_a_validation_split_and_guard_a_budget
     assert config.self_sizing == options.keys().isdisjoint({"max_prunes", "prune_at", "prune"})
     assert config.validation_images(training_images) == validation
     assert config.accuracy_budget(validation) == budget
+
+
+def test_an_accuracy_budget_without_validation_images_is_refused_in_one_line():
+    config = TrainConfig(out="run", max_drop=1.0)
+    config.validate()  # self-sizing would hold a split out of a large enough training set
+    with pytest.raises(AdpruneError, match=r"^--max-drop compares validation accuracy.*give --val-split N$"):
+        config.accuracy_budget(0)

@@ -117,9 +117,6 @@ class ADPruner:
             warnings.warn(NO_OPTIMIZER, stacklevel=2)
         self.model = model
         self.example_input = example_input
-        limits = prune_limits(
-            max_prunes, epochs, first_epoch, fade > 0, isinstance(self.trigger, FixedEpochs)
-        )
         self.limits = prune_limits(
             max_prunes, epochs, first_epoch, fade > 0, isinstance(self.trigger, FixedEpochs)
         )

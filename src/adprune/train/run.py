@@ -239,6 +239,7 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         _on_main_rank(ctx, lambda: refuse_used_run_dir(out, overwrite=config.overwrite), "use --out")
     start = read_start(config.start_from) if config.start_from is not None and not resume else None
     splits = _dataset(config)
+    budget = config.accuracy_budget(len(splits.val_labels))  # refused before anything is written
     if start is not None:
         check_fits(start, config, splits)
     if not resume:
@@ -261,8 +262,7 @@ def setup_run(config: TrainConfig, log: Callable[[str], None], resume: bool) -> 
         log if ctx.is_main else (lambda _: None), {"train": 0.0, "eval": 0.0, "prune": 0.0, "val": 0.0},
         EnergyMeter(ctx.device), None, _open_tensorboard(config, out, ctx), val_loader=val_loader,
         test_subset_loader=_test_subset(config, splits, test_loader),
-        guard=PruneGuard(config.accuracy_budget(len(splits.val_labels)), config.guard_epochs),
-        hardware=hardware,
+        guard=PruneGuard(budget, config.guard_epochs), hardware=hardware,
     )  # fmt: skip
     first_epoch = restore_run(run, saved) if saved is not None else 1
     if saved is None and resume:
