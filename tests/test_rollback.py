@@ -17,7 +17,7 @@ from adprune.train.loop import train
 def _config(out: Path, max_drop: float) -> TrainConfig:
     return TrainConfig(
         out=str(out), model="vgg11", width=0.125, subset=256, val_split=128, epochs=4, batch_size=64,
-        lr=0.02, prune_at=[1, 2], fade=0.0, max_drop=max_drop, progress=False, report=False,
+        lr=0.02, prune_at=[1, 2], fade=0.0, max_drop=max_drop, guard_epochs=1, progress=False, report=False,
     )  # fmt: skip
 
 
@@ -89,7 +89,9 @@ def test_rewarm_ramps_the_learning_rate_in_the_epoch_after_a_cut_only(tmp_path, 
     assert epoch2 == pytest.approx([scheduled[0] / 3, 2 * scheduled[0] / 3, scheduled[0], scheduled[0]])
 
 
-def test_the_defaults_size_the_run_to_its_budget_and_judge_the_prune_against_the_trajectory(tmp_path):
+def test_the_defaults_size_the_run_to_its_budget_and_judge_the_prune_on_two_epochs_against_the_curve(
+    tmp_path,
+):
     config = TrainConfig(
         out=str(tmp_path / "run"), model="vgg11", width=0.125, subset=1000, epochs=7, batch_size=100,
         lr=0.02, progress=False, report=False,
@@ -102,11 +104,10 @@ def test_the_defaults_size_the_run_to_its_budget_and_judge_the_prune_against_the
     # 7 epochs: the final network must train 5 (70%), so the one prune is sized after epoch 1, cut after 2
     assert lines[0]["prune_decided"] and lines[1]["pruned"]
     (check,) = summary["prune_checks"]
-    assert (check["decided"], check["cut"]) == (1, 2)
-    assert (
-        check["trajectory"] == [[1, lines[0]["val_acc"]]] and check["val_acc_expected"] == lines[0]["val_acc"]
-    )
+    assert (check["decided"], check["cut"], check["val_epochs"]) == (1, 2, [3, 4])
+    assert check["val_acc_expected"] == lines[0]["val_acc"]  # one epoch before the cut: a flat curve
+    assert check["val_acc_after"] == pytest.approx((lines[2]["val_acc"] + lines[3]["val_acc"]) / 2)
     cost = 100 * (check["val_acc_expected"] - check["val_acc_after"])  # seeded: the same on every run
     assert cost <= 1.0 and not check["rolled_back"] and summary["rollbacks"] == []
     assert [e["epoch"] for e in summary["prunes"]] == [2] and summary["params"] < lines[0]["params"]
-    assert lines[2]["val_acc"] == check["val_acc_after"] and lines[3]["val_acc"] is None  # pruning ended
+    assert lines[4]["val_acc"] is None  # pruning ended and the guard's two epochs are over

@@ -9,8 +9,9 @@ the host until `read()`, once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -167,6 +168,7 @@ class DensityMonitor:
         self.every = every
         self._forwards = 0
         self._counting = True
+        self._paused = False
         self._counters: dict[tuple[str, bool], _Counter] = {}
         self._handles = [(entry or model).register_forward_pre_hook(self._count_samples)]
         for group in self.groups:
@@ -183,13 +185,22 @@ class DensityMonitor:
                     )
 
     def _count_samples(self, module: nn.Module, inputs: tuple) -> None:
-        if module.training and inputs and torch.is_tensor(inputs[0]):
+        if module.training and not self._paused and inputs and torch.is_tensor(inputs[0]):
             self.samples_seen += inputs[0].shape[0]
             self._counting = self._forwards % self.every == 0
             self._forwards += 1
 
     def _counts_now(self) -> bool:
-        return self._counting
+        return self._counting and not self._paused
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Within the block, training-mode forwards count nothing (a BatchNorm re-estimate, say)."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
 
     def reset(self) -> None:
         """Forget every count, to start a new window."""

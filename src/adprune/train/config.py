@@ -136,7 +136,11 @@ class TrainConfig:
         high=100,
     )
     guard_epochs: int = option(
-        1, help="epochs of recovery after a prune before the guard compares", low=1, high=MAX_EPOCHS
+        2,
+        help="epochs of training the pruned network whose mean validation accuracy the guard compares "
+        "with where the unpruned network was heading",
+        low=1,
+        high=MAX_EPOCHS,
     )
     density_every: int = method_field("density_every")
     mode: str = method_field("mode")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from ..errors import AdpruneError
@@ -22,26 +21,13 @@ from ..runs.checkpoints import save_training_state
 from ..runs.model_files import save_model
 from ..runs.rundir import METRICS_FILE, SUMMARY_FILE, append_metrics
 from .config import TrainConfig
-from .data import BatchLoader, DatasetSplits
+from .data import DatasetSplits
 from .distributed import shutdown
 from .guard import PruneWatch
 from .optimizers import LearningRateRamp
 from .run import Run, rebuild_after_prune, roll_back, setup_run
 from .tensorboard import log_epoch
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, autocast: bool = False):
-    """Mean cross-entropy and accuracy of `model` over every sample of `loader`, in eval mode."""
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    for images, labels in loader:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            output = model(images)
-        loss_sum += nn.functional.cross_entropy(output.float(), labels, reduction="sum")
-        correct += (output.argmax(1) == labels).sum()
-    return float(loss_sum) / loader.num_samples, float(correct) / loader.num_samples
+from .validation import evaluate, validate
 
 
 def _short(values: dict[str, float | int], fmt: str, limit: int = 24) -> str:
@@ -164,7 +150,10 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     started = time.perf_counter()
     val_loss = val_acc = None
     if _validation_needed(run):
-        val_loss, val_acc = evaluate(run.model, run.val_loader, run.ctx.device, run.autocast)
+        val_loss, val_acc = validate(
+            run.model, run.val_loader, run.train_loader, run.pruner.monitor,
+            fading=run.pruner.pending is not None, autocast=run.autocast,
+        )  # fmt: skip
     val_s = time.perf_counter() - started
     widths = run.pruner.widths
     if run.pruner.epoch_end(epoch, last=epoch == run.config.epochs) is not None:
@@ -255,9 +244,12 @@ def check_line(watch: PruneWatch) -> str:
     val = ""
     if watch.val_acc_before is not None:
         val = f"; val acc {pct(watch.val_acc_before)} -> {pct(watch.val_acc_after)}"
+    epochs = watch.val_epochs
+    if len(epochs) > 1:
+        val += f" (mean of epochs {epochs[0]}-{epochs[-1]})"
     cost = watch.drop_pts()
     if watch.val_acc_expected is not None and cost is not None:
-        val += f" (unpruned heading to {pct(watch.val_acc_expected)}: cost {cost:.2f} pts)"
+        val += f", unpruned heading to {pct(watch.val_acc_expected)}: cost {cost:.2f} pts"
     return (
         f"  prune decided after epoch {watch.decided}: train acc {pct(watch.train_acc_before)} -> lowest "
         f"after {pct(watch.train_acc_after)}{val}{'  ROLLED BACK' if watch.rolled_back else ''}"
