@@ -16,7 +16,7 @@ TRAIN = [
 ]  # fmt: skip
 NAN_AT_EPOCH_2_STEP_3 = """
     import torch
-    import adprune.train.loop as m
+    import adprune.train.run as m
     calls = []
     class NaNAtStep(torch.nn.CrossEntropyLoss):
         def forward(self, output, labels):
