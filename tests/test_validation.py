@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from adprune.prune.pruner import ADPruner
-from adprune.prune.recalibrate import recalibrate_batchnorm
+from adprune.prune.recalibrate import batchnorm_statistics_for, recalibrate_batchnorm
 from adprune.train.data import BatchLoader
-from adprune.train.validation import PRECISE_BN_BATCHES, batchnorm_statistics_for, evaluate, validate
+from adprune.train.validation import PRECISE_BN_BATCHES, evaluate, validate
 
 
 def _model() -> nn.Module:

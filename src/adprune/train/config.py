@@ -248,12 +248,12 @@ class TrainConfig:
         """The accuracy guard's budget in points (None: no guard) for a run with that many validation
         images: --max-drop when given, else `ACCURACY_BUDGET` under the self-sizing rule. Raises
         AdpruneError for --max-drop without validation images to compare on."""
-        if self.max_drop is not None and validation_images == 0:
-            raise AdpruneError(
-                "--max-drop compares validation accuracy, but no validation split is held out (the self-"
-                "sizing rule holds none out of fewer than 1,000 training images): give --val-split N"
-            )
         if self.max_drop is not None:
+            if validation_images == 0:
+                raise AdpruneError(
+                    "--max-drop compares validation accuracy, but no validation split is held out (the "
+                    "self-sizing rule holds none out of fewer than 1,000 training images): give --val-split N"
+                )
             return self.max_drop
         return ACCURACY_BUDGET if self.self_sizing and validation_images > 0 else None
 

@@ -116,7 +116,7 @@ class PruneGuard:
     def _judge(self, watch: PruneWatch, epoch: int, val_acc: float | None) -> None:
         """Fill in the watch's validation figures: the epochs after its cut (at the run's last epoch,
         that epoch when none followed the cut) against the curve through every epoch before it."""
-        cut_index = self.cuts.index(watch.cut) if watch.cut in self.cuts else len(self.cuts)
+        cut_index = len(self.cuts) if watch.cut is None else self.cuts.index(watch.cut)
         before = self.stretches[: cut_index + 1]
         after = self.stretches[cut_index + 1] if cut_index + 1 < len(self.stretches) else []
         if not after and val_acc is not None:

@@ -11,19 +11,16 @@ training and the test evaluation see exactly what they would have without it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from ..prune.density import DensityMonitor
-from ..prune.recalibrate import recalibrate_batchnorm
+from ..prune.recalibrate import batchnorm_statistics_for
 from .data import BatchLoader
 
 PRECISE_BN_BATCHES = 20
-_NORMS = nn.modules.batchnorm._BatchNorm
 
 
 @torch.no_grad()
@@ -38,21 +35,6 @@ def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, autoca
         loss_sum += nn.functional.cross_entropy(output.float(), labels, reduction="sum")
         correct += (output.argmax(1) == labels).sum()
     return float(loss_sum) / loader.num_samples, float(correct) / loader.num_samples
-
-
-@contextlib.contextmanager
-def batchnorm_statistics_for(model: nn.Module, batches: Iterable[torch.Tensor]) -> Iterator[int]:
-    """Within the block every BatchNorm of `model` holds statistics re-estimated on `batches` (yields
-    the number of samples used); after it, each running mean, variance and batch count is exactly
-    what it was before."""
-    norms = [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
-    saved = [{name: buffer.clone() for name, buffer in norm.named_buffers(recurse=False)} for norm in norms]
-    try:
-        yield recalibrate_batchnorm(model, batches)
-    finally:
-        for norm, buffers in zip(norms, saved, strict=True):
-            for name, value in buffers.items():
-                getattr(norm, name).copy_(value)
 
 
 def validate(
